@@ -1,0 +1,210 @@
+"""Profiles: one YAML file per profile under `params/`, validated into one typed `Profile`.
+
+A profile file has two top-level keys, so that `papermill -f params/<profile>.yaml` can pass it
+to every notebook as two parameters:
+
+    profile: sample          # the profile's name (its file is params/<name>.yaml)
+    settings:                # every value a run depends on; see the models below
+      seed: 0
+      data: {...}
+      ...
+
+Unknown keys and wrong types are errors that name the file and the key, never silent defaults.
+Relative paths in a profile are relative to the project folder (the one holding `params/`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vocproj.errors import ConfigError
+from vocproj.voc import DIFFICULT_MODES
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PARAMS_DIR = PROJECT_DIR / "params"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Preset = Literal["resize_crop", "rotate", "jitter_flip"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataSettings(_Section):
+    """Where the images come from and how difficult-only labels enter the loss."""
+
+    source: Literal["sample", "voc2012"]
+    root: str = Field(description="folder that holds VOCdevkit/VOC2012")
+    train_split: str = "train"
+    val_split: str = "val"
+    difficult: Literal[DIFFICULT_MODES] = "ignore"  # type: ignore[valid-type]
+    sample_train_images: PositiveInt = 300
+    sample_val_images: PositiveInt = 200
+    num_workers: int | Literal["auto"] = "auto"
+
+
+class ModelSettings(_Section):
+    """The backbone and where its starting weights come from (imagenet, none, or a file path)."""
+
+    backbone: str = "resnet18"
+    weights: str = "imagenet"
+
+
+class OptimSettings(_Section):
+    """SGD as in the study (lr 0.02), with momentum, weight decay and an optional schedule."""
+
+    lr: Annotated[float, Field(gt=0)] = 0.02
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 0.0001
+    nesterov: bool = False
+    schedule: Literal["none", "cosine", "step"] = "none"
+    step_epochs: PositiveInt = 5
+    step_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
+class AugmentSettings(_Section):
+    """Augmentation strengths for the phase presets (the study's values by default)."""
+
+    rotation_degrees: NonNegativeFloat = 10.0
+    saturation: NonNegativeFloat = 0.05
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.05
+    hflip: bool = True
+    phase3_keeps_rotation: bool = False
+
+
+class PhaseSettings(_Section):
+    """One training phase: its augmentation preset and its number of epochs."""
+
+    preset: Preset
+    epochs: PositiveInt
+
+
+class TrainSettings(_Section):
+    """Image size, batches, phases and the hardware knobs of training."""
+
+    image_size: PositiveInt = 224
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 64
+    phases: list[PhaseSettings]
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    progress: bool = True
+
+
+class Settings(_Section):
+    """Every value a run depends on."""
+
+    seed: int = 0
+    data: DataSettings
+    model: ModelSettings = ModelSettings()
+    optim: OptimSettings = OptimSettings()
+    augment: AugmentSettings = AugmentSettings()
+    train: TrainSettings
+    runs_dir: str = "runs"
+    reports_dir: str = "reports"
+
+
+class Profile(_Section):
+    """A named profile: its settings plus the folder its relative paths are resolved against."""
+
+    profile: str
+    settings: Settings
+    project_dir: str = Field(default=str(PROJECT_DIR), exclude=True)
+
+    @model_validator(mode="after")
+    def _name_is_a_plain_word(self) -> Profile:
+        if not self.profile or "/" in self.profile or self.profile.startswith("."):
+            raise ValueError(f"profile name must be a plain word, got {self.profile!r}")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a profile path relative to the project folder."""
+        candidate = Path(os.path.expanduser(path))
+        return candidate if candidate.is_absolute() else Path(self.project_dir) / candidate
+
+    @property
+    def data_root(self) -> Path:
+        """The folder that holds VOCdevkit/VOC2012."""
+        return self.resolve(self.settings.data.root)
+
+    @property
+    def voc_root(self) -> Path:
+        return self.data_root / "VOCdevkit" / "VOC2012"
+
+    @property
+    def run_dir(self) -> Path:
+        """`runs/<profile>`: checkpoints, history and scores of this profile."""
+        return self.resolve(self.settings.runs_dir) / self.profile
+
+    @property
+    def report_dir(self) -> Path:
+        """`reports/<profile>`: figures, executed notebooks, metrics and REPORT.md."""
+        return self.resolve(self.settings.reports_dir) / self.profile
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as plain data (what a checkpoint records and papermill passes)."""
+        return self.model_dump(mode="json")
+
+
+def profile_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """Map a profile name (`sample`) or a YAML path to the YAML file."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        return Path(text)
+    return PARAMS_DIR / f"{text}.yaml"
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
+    """Read and validate a profile by name (`params/<name>.yaml`) or path."""
+    path = profile_path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PARAMS_DIR.glob("*.yaml")))
+        raise ConfigError(f"profile file {path} not found; known profiles: {known}.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    project_dir = path.resolve().parent.parent
+    return profile_from_mapping(raw, source=str(path), project_dir=project_dir)
+
+
+def profile_from_mapping(
+    raw: Any, *, source: str = "<profile>", project_dir: Path = PROJECT_DIR
+) -> Profile:
+    """Validate plain data (a parsed YAML file or papermill's parameters) into a Profile."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping with keys 'profile' and 'settings'.")
+    try:
+        return Profile.model_validate({**raw, "project_dir": str(project_dir)})
+    except ValidationError as err:
+        raise ConfigError(f"{source} is not a valid profile:\n{_describe(err)}") from None
+
+
+def profile_from_parameters(profile: str, settings: dict[str, Any] | None = None) -> Profile:
+    """What a notebook calls: papermill's injected settings if given, else params/<profile>.yaml."""
+    if settings is None:
+        return load_profile(profile)
+    return profile_from_mapping(
+        {"profile": profile, "settings": settings}, source=f"parameters of profile {profile!r}"
+    )
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling against vocproj/config.py)"
+        elif "input" in problem and problem["type"] != "missing":
+            message += f" (got {problem['input']!r})"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""The project's error types: each message names the file involved and says what to do."""
+
+
+class VocprojError(Exception):
+    """Base of every error vocproj raises on purpose; the CLI prints it without a traceback."""
+
+
+class ConfigError(VocprojError):
+    """A profile YAML is missing, malformed, or holds an unknown key or a wrong type."""
+
+
+class DatasetError(VocprojError):
+    """A VOC tree, split file, annotation or image is missing or unreadable."""
+
+
+class DownloadError(VocprojError):
+    """VOC2012 could not be fetched, verified or extracted."""
+
+
+class CheckpointError(VocprojError):
+    """A checkpoint or weight file is missing, corrupt or incompatible."""
+
+
+class ScoresError(VocprojError):
+    """A scores file is missing, unreadable, or holds arrays of the wrong shape or range."""
+
+
+class TrainingDiverged(VocprojError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -1,0 +1,262 @@
+"""PASCAL VOC class names, classification labels parsed from the devkit files, and the Dataset.
+
+Labels follow the VOC devkit's classification ground truth, the same values the per-class
+`ImageSets/Main/<class>_<split>.txt` files hold: 1 = at least one non-difficult object of the
+class, -1 = only difficult objects of the class, 0 = absent.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from xml.etree.ElementTree import Element, ParseError
+
+import numpy as np
+import torch
+from defusedxml import ElementTree
+from PIL import Image, UnidentifiedImageError
+
+from vocproj.errors import DatasetError
+
+CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+NUM_CLASSES = len(CLASSES)
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+PRESENT, ABSENT, DIFFICULT_ONLY = 1, 0, -1
+
+DifficultMode = Literal["ignore", "positive", "negative"]
+DIFFICULT_MODES: tuple[str, ...] = ("ignore", "positive", "negative")
+"""How difficult-only labels (-1) enter the loss.
+
+- ``ignore`` (default): masked out of the loss, as the devkit leaves them out of scoring;
+- ``positive``: counted as present;
+- ``negative``: counted as absent.
+"""
+
+FIX_DATA_HINT = (
+    "re-extract VOC2012 with `python -m vocproj download --root DIR`, or regenerate the sample "
+    "data with `python -m vocproj sample --out DIR`"
+)
+
+
+def check_voc_root(voc_root: str | os.PathLike[str]) -> Path:
+    """Return `voc_root` as a Path after checking it looks like a VOC2012 directory."""
+    root = Path(voc_root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"VOC root {root} does not exist. Point the profile's data.root at the folder that "
+            f"holds VOCdevkit/VOC2012, or {FIX_DATA_HINT}."
+        )
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        if not (root / sub).is_dir():
+            raise DatasetError(
+                f"{root} is not a VOC2012 directory: {root / sub} is missing; {FIX_DATA_HINT}."
+            )
+    return root
+
+
+def read_split_ids(voc_root: str | os.PathLike[str], split: str) -> list[str]:
+    """Read the image ids listed in `ImageSets/Main/<split>.txt`."""
+    path = check_voc_root(voc_root) / "ImageSets" / "Main" / f"{split}.txt"
+    if not path.is_file():
+        raise DatasetError(
+            f"split file {path} is missing. Use a split that exists (train, val, trainval) "
+            f"or {FIX_DATA_HINT}."
+        )
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"split file {path} lists no images; {FIX_DATA_HINT}.")
+    return ids
+
+
+def _text(element: Element, tag: str, xml_path: Path) -> str:
+    child = element.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise DatasetError(
+            f"annotation {xml_path} has an <object> without <{tag}>; {FIX_DATA_HINT}."
+        )
+    return child.text.strip()
+
+
+def _is_difficult(obj: Element, xml_path: Path) -> bool:
+    flag = obj.findtext("difficult", default="0").strip() or "0"
+    try:
+        return float(flag) != 0
+    except ValueError:
+        raise DatasetError(
+            f"annotation {xml_path} has <difficult>{flag}</difficult>, expected 0 or 1; "
+            f"{FIX_DATA_HINT}."
+        ) from None
+
+
+def parse_annotation(xml_path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
+    """Return (class name, difficult) for each top-level `<object>` of a VOC annotation file.
+
+    Parts (`<part>` of a person), `<actions>`, `<pose>`, `<truncated>`, `<occluded>` and box
+    coordinates are not needed for classification and are ignored.
+    """
+    path = Path(xml_path)
+    try:
+        root = ElementTree.parse(path).getroot()
+    except FileNotFoundError:
+        raise DatasetError(
+            f"annotation {path} is missing; {FIX_DATA_HINT}, or remove its id from the split file."
+        ) from None
+    except ParseError as err:
+        raise DatasetError(
+            f"annotation {path} is malformed XML ({err}); {FIX_DATA_HINT}."
+        ) from None
+    objects = []
+    for obj in root.findall("object"):
+        name = _text(obj, "name", path)
+        if name not in CLASS_INDEX:
+            raise DatasetError(
+                f"annotation {path} names an unknown class {name!r}; the VOC classes are "
+                f"{', '.join(CLASSES)}. Fix the file or {FIX_DATA_HINT}."
+            )
+        objects.append((name, _is_difficult(obj, path)))
+    return objects
+
+
+def labels_from_objects(objects: Sequence[tuple[str, bool]]) -> np.ndarray:
+    """Turn (class, difficult) pairs into one int8 row of 1 / -1 / 0 per class."""
+    row = np.zeros(NUM_CLASSES, dtype=np.int8)
+    for name, difficult in objects:
+        index = CLASS_INDEX[name]
+        if not difficult:
+            row[index] = PRESENT
+        elif row[index] == ABSENT:
+            row[index] = DIFFICULT_ONLY
+    return row
+
+
+def read_labels(
+    voc_root: str | os.PathLike[str], split: str, *, check_class_files: bool = True
+) -> tuple[list[str], np.ndarray]:
+    """Read a split's ids and their N×20 int8 labels from the annotation XML.
+
+    Where the devkit's per-class `<class>_<split>.txt` files exist they are checked against the
+    XML, and the first disagreement raises a DatasetError.
+    """
+    root = check_voc_root(voc_root)
+    ids = read_split_ids(root, split)
+    labels = np.stack(
+        [labels_from_objects(parse_annotation(root / "Annotations" / f"{i}.xml")) for i in ids]
+    )
+    if check_class_files:
+        verify_class_files(root, split, ids, labels)
+    return ids, labels
+
+
+def read_class_file(path: Path) -> dict[str, int]:
+    """Read one devkit `<class>_<split>.txt` file into {id: flag}."""
+    flags = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("1", "0", "-1"):
+            raise DatasetError(
+                f"{path}, line {number}: expected '<id> <1|0|-1>', got {line!r}; {FIX_DATA_HINT}."
+            )
+        flags[fields[0]] = int(fields[1])
+    return flags
+
+
+def verify_class_files(root: Path, split: str, ids: Sequence[str], labels: np.ndarray) -> None:
+    """Check the per-class split files that exist agree with labels parsed from the XML."""
+    for c, name in enumerate(CLASSES):
+        path = root / "ImageSets" / "Main" / f"{name}_{split}.txt"
+        if not path.is_file():
+            continue
+        flags = read_class_file(path)
+        for i, image_id in enumerate(ids):
+            expected = int(labels[i, c])
+            found = flags.get(image_id)
+            if found != expected:
+                raise DatasetError(
+                    f"{path} disagrees with {root / 'Annotations' / (image_id + '.xml')}: "
+                    f"image {image_id}, class {name}: the class file says {found}, the XML gives "
+                    f"{expected}. One of them is corrupt; {FIX_DATA_HINT}."
+                )
+
+
+def loss_targets(labels: np.ndarray, difficult: DifficultMode = "ignore") -> tuple[Any, Any]:
+    """Return (target, mask) float32 arrays for the loss under a difficult-handling mode."""
+    if difficult not in DIFFICULT_MODES:
+        raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
+    present = labels == PRESENT
+    if difficult == "ignore":
+        return present.astype(np.float32), (labels != DIFFICULT_ONLY).astype(np.float32)
+    target = (labels != ABSENT) if difficult == "positive" else present
+    return target.astype(np.float32), np.ones_like(labels, dtype=np.float32)
+
+
+def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file fully decoded as RGB (grayscale, CMYK, palette and alpha converted)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(
+            f"image {path} is missing; {FIX_DATA_HINT}, or remove its id from the split file."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # fmt: skip
+        raise DatasetError(
+            f"image {path} cannot be read ({err}); {FIX_DATA_HINT}, or remove its id from the "
+            f"split file."
+        ) from None
+
+
+class VOCClassification(torch.utils.data.Dataset):
+    """VOC images with (image, 20-vector target, loss mask, id) items for one split."""
+
+    def __init__(
+        self,
+        voc_root: str | os.PathLike[str],
+        split: str,
+        transform: Callable[[Image.Image], Any] | None = None,
+        difficult: DifficultMode = "ignore",
+        check_class_files: bool = True,
+    ) -> None:
+        self.root = check_voc_root(voc_root)
+        self.split = split
+        self.transform = transform
+        self.difficult = difficult
+        self.ids, self.labels = read_labels(self.root, split, check_class_files=check_class_files)
+        self.targets, self.masks = loss_targets(self.labels, difficult)
+        self._check_images_exist()
+
+    def _check_images_exist(self) -> None:
+        for image_id in self.ids:
+            if not self.image_path(image_id).is_file():
+                raise DatasetError(
+                    f"image {self.image_path(image_id)} is missing for id {image_id} of split "
+                    f"{self.split}; {FIX_DATA_HINT}, or remove the id from the split file."
+                )
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor, torch.Tensor, str]:
+        image_id = self.ids[index]
+        image: Any = open_rgb(self.image_path(image_id))
+        if self.transform is not None:
+            image = self.transform(image)
+        target = torch.from_numpy(self.targets[index])
+        mask = torch.from_numpy(self.masks[index])
+        return image, target, mask, image_id
