@@ -1,0 +1,195 @@
+"""Three-phase training on a tiny profile: checkpoints, history, resume after SIGKILL, NaN."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import vocproj.train as train_module
+from vocproj.config import PARAMS_DIR, Profile, load_profile
+from vocproj.errors import CheckpointError, TrainingDiverged
+from vocproj.model import load_checkpoint
+from vocproj.train import (
+    BEST,
+    HISTORY_FIELDS,
+    LAST,
+    history_path,
+    phase_dir,
+    read_history,
+    train_phase,
+    train_phases,
+)
+
+EPOCHS = (2, 1, 1)
+DETERMINISTIC_COLUMNS = [
+    f for f in HISTORY_FIELDS if f not in ("seconds", "train_images_per_second")
+]
+
+
+def tiny_profile(project: Path, data_root: Path, **overrides) -> Path:
+    """Write params/tiny.yaml into a project folder: the sample profile at 32 px, few epochs."""
+    raw = yaml.safe_load((PARAMS_DIR / "sample.yaml").read_text())
+    raw["profile"] = "tiny"
+    settings = raw["settings"]
+    settings["data"].update(root=str(data_root), sample_train_images=64, sample_val_images=40)
+    settings["train"].update(image_size=32, batch_size=16, eval_batch_size=40, progress=False)
+    settings["train"]["phases"] = [
+        {"preset": p, "epochs": e}
+        for p, e in zip(("resize_crop", "rotate", "jitter_flip"), EPOCHS, strict=True)
+    ]
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        settings[section][key] = value
+    (project / "params").mkdir(parents=True, exist_ok=True)
+    path = project / "params" / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, small_sample: Path) -> Profile:
+    return load_profile(tiny_profile(tmp_path / "project", small_sample.parents[1]))
+
+
+def test_three_phases_write_checkpoints_and_history(tiny: Profile):
+    history = train_phases(tiny)
+    assert [(r["phase"], r["epoch"], r["global_epoch"]) for r in history] == [
+        (1, 1, 1), (1, 2, 2), (2, 1, 3), (3, 1, 4)
+    ]  # fmt: skip
+    assert read_history(history_path(tiny)) == history
+    assert list(history[0]) == list(HISTORY_FIELDS)
+    for row in history:
+        assert row["train_loss"] > 0 and row["val_loss"] > 0 and 0 <= row["val_map"] <= 1
+        assert row["lr"] == 0.02 and row["train_images_per_second"] > 0
+    for phase in (1, 2, 3):
+        last = load_checkpoint(phase_dir(tiny, phase) / LAST)
+        assert last["phase"] == phase and last["epoch"] == EPOCHS[phase - 1]
+        assert (
+            len(last["classes"]) == 20 and last["version"] and last["profile"]["profile"] == "tiny"
+        )
+        assert {"optimizer", "scheduler", "rng", "model"} <= set(last)
+    best = load_checkpoint(phase_dir(tiny, 3) / BEST)
+    assert best["best_val_loss"] == min(r["val_loss"] for r in history)
+    best_row = min(history, key=lambda r: r["val_loss"])
+    assert (best["phase"], best["epoch"]) == (best_row["phase"], best_row["epoch"])
+
+
+def test_each_phase_starts_from_the_previous_phase_weights(tiny: Profile):
+    train_phase(tiny, 1)
+    phase1 = load_checkpoint(phase_dir(tiny, 1) / LAST)["model"]
+    tiny_one_step = tiny.model_copy(deep=True)
+    train_phase(tiny_one_step, 2)
+    phase2 = load_checkpoint(phase_dir(tiny, 2) / LAST)["model"]
+    moved = [k for k in phase1 if k.endswith("weight") and not torch.equal(phase1[k], phase2[k])]
+    assert moved, "phase 2 should have trained"
+    delta = max((phase1[k] - phase2[k]).abs().max().item() for k in moved)
+    assert delta < 1.0, "phase 2 started from phase 1's weights, not from scratch"
+
+
+def test_finished_phase_is_not_retrained_unless_asked(tiny: Profile):
+    train_phase(tiny, 1)
+    last = phase_dir(tiny, 1) / LAST
+    stamp = last.stat().st_mtime_ns
+    train_phase(tiny, 1)
+    assert last.stat().st_mtime_ns == stamp
+    train_phase(tiny, 1, retrain=True)
+    assert last.stat().st_mtime_ns != stamp
+
+
+def test_phase_two_before_phase_one_is_a_clear_error(tiny: Profile):
+    with pytest.raises(
+        CheckpointError, match=r"phase1/last\.pt not found: phase 1 must be trained"
+    ):
+        train_phase(tiny, 2)
+
+
+def test_changed_settings_start_the_phase_over(tmp_path: Path, small_sample: Path):
+    project = tmp_path / "project"
+    data_root = small_sample.parents[1]
+    first = load_profile(tiny_profile(project, data_root))
+    train_phase(first, 1)
+    changed = load_profile(tiny_profile(project, data_root, **{"optim.lr": 0.01}))
+    history = train_phase(changed, 1)
+    assert [r["lr"] for r in history] == [0.01, 0.01]
+    assert (
+        load_checkpoint(phase_dir(changed, 1) / LAST)["profile"]["settings"]["optim"]["lr"] == 0.01
+    )
+
+
+def test_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(
+    tiny: Profile, monkeypatch: pytest.MonkeyPatch
+):
+    calls = {"n": 0}
+    real_loss = train_module.masked_bce
+
+    def loss_that_turns_nan_in_epoch_two(*args):
+        calls["n"] += 1  # epoch 1 is 4 training batches and 1 validation call
+        loss = real_loss(*args)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(train_module, "masked_bce", loss_that_turns_nan_in_epoch_two)
+    with pytest.raises(TrainingDiverged, match=r"became nan at phase 1 epoch 2, batch 2.*kept"):
+        train_phase(tiny, 1)
+    assert load_checkpoint(phase_dir(tiny, 1) / LAST)["epoch"] == 1
+    assert len(read_history(history_path(tiny))) == 1
+
+
+def test_an_exploding_learning_rate_is_caught(tmp_path: Path, small_sample: Path):
+    path = tiny_profile(tmp_path / "project", small_sample.parents[1], **{"optim.lr": 1e12})
+    profile = load_profile(path)
+    with pytest.raises(TrainingDiverged, match=r"became (nan|inf) at phase 1 epoch 1"):
+        train_phase(profile, 1)
+    assert not (phase_dir(profile, 1) / LAST).exists()
+
+
+def run_cli(profile_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "vocproj", "train", "--profile", str(profile_path)]
+    return subprocess.Popen([*command, "--phase", "all", "--no-progress"], env=env)
+
+
+def wait_for_rows(history: Path, rows: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if history.is_file() and len(history.read_text().splitlines()) > rows:
+            return
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.005)
+    raise AssertionError(f"{history} did not reach {rows} rows")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
+    tmp_path: Path, small_sample: Path
+):
+    data_root = small_sample.parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    straight = load_profile(tiny_profile(tmp_path / "straight", data_root))
+    assert run_cli(tiny_profile(tmp_path / "straight", data_root), env).wait(timeout=600) == 0
+
+    killed_path = tiny_profile(tmp_path / "killed", data_root)
+    killed = load_profile(killed_path)
+    process = run_cli(killed_path, env)
+    wait_for_rows(history_path(killed), 1, process, timeout=300)  # epoch 1 done: epoch 2 running
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert len(read_history(history_path(killed))) < sum(EPOCHS)
+    assert run_cli(killed_path, env).wait(timeout=600) == 0
+
+    expected, resumed = read_history(history_path(straight)), read_history(history_path(killed))
+    assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in resumed] == [
+        [r[c] for c in DETERMINISTIC_COLUMNS] for r in expected
+    ]
+    for phase in (1, 2, 3):
+        for name in (LAST, BEST):
+            a = load_checkpoint(phase_dir(straight, phase) / name)["model"]
+            b = load_checkpoint(phase_dir(killed, phase) / name)["model"]
+            assert all(torch.equal(a[k], b[k]) for k in a), f"phase {phase} {name} differs"

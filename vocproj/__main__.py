@@ -1,0 +1,124 @@
+"""The command line: a thin layer over the same functions the notebooks call.
+
+python -m vocproj sample --out DIR
+python -m vocproj download --root DIR [--mirror URL ...] [--archive PATH]
+python -m vocproj train --profile sample --phase all
+python -m vocproj evaluate --profile sample
+python -m vocproj metrics SCORES.npz --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from vocproj.errors import VocprojError
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from vocproj.sample import write_sample_dataset
+
+    root = write_sample_dataset(
+        args.out, seed=args.seed, n_train=args.train, n_val=args.val, progress=True
+    )
+    print(f"sample dataset ready at {root}")
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from vocproj.download import fetch_voc2012
+
+    root = fetch_voc2012(args.root, mirrors=args.mirror or None, archive=args.archive)
+    print(f"VOC2012 ready at {root}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.train import train_phases
+
+    profile = load_profile(args.profile)
+    count = len(profile.settings.train.phases)
+    phases = range(1, count + 1) if args.phase == "all" else [int(args.phase)]
+    started = time.perf_counter()
+    history = train_phases(profile, phases, retrain=args.retrain, progress=not args.no_progress)
+    seconds = time.perf_counter() - started
+    if history:
+        last = history[-1]
+        print(
+            f"trained {profile.profile} phase(s) {args.phase} in {seconds:.0f} s; last epoch: "
+            f"val loss {last['val_loss']:.4f}, val mAP {last['val_map']:.4f}"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.evaluate import evaluate
+
+    profile = load_profile(args.profile)
+    metrics = evaluate(profile, args.split, progress=not args.no_progress)
+    print(f"{profile.profile}: mAP {metrics['map']:.4f}; metrics in {profile.report_dir}")
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from vocproj.metrics import write_metrics
+
+    metrics = write_metrics(args.scores, args.out, figures_dir=args.figures)
+    print(f"mAP {metrics['map']:.4f}; metrics.json, top50.json and figures written to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vocproj", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample", help="write the synthetic VOC-format sample dataset")
+    sample.add_argument("--out", required=True, help="folder to hold VOCdevkit/VOC2012")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--train", type=int, default=300, help="number of train images")
+    sample.add_argument("--val", type=int, default=200, help="number of val images")
+    sample.set_defaults(run=cmd_sample)
+
+    download = commands.add_parser("download", help="fetch, verify and extract VOC2012 trainval")
+    download.add_argument("--root", required=True, help="folder to hold VOCdevkit/VOC2012")
+    download.add_argument("--mirror", action="append", help="mirror URL to try (repeatable)")
+    download.add_argument("--archive", help="an already downloaded VOCtrainval_11-May-2012.tar")
+    download.set_defaults(run=cmd_download)
+
+    train = commands.add_parser("train", help="train one phase or all phases of a profile")
+    train.add_argument("--profile", default="sample", help="profile name or YAML path")
+    train.add_argument("--phase", default="all", help="1, 2, 3 or all")
+    train.add_argument("--retrain", action="store_true", help="retrain finished phases")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score val with the best checkpoint")
+    evaluate.add_argument("--profile", default="sample", help="profile name or YAML path")
+    evaluate.add_argument("--split", default=None, help="split to score (default: val)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    metrics = commands.add_parser("metrics", help="metrics, top-50 and figures from scores.npz")
+    metrics.add_argument("scores", help="an .npz with arrays ids, scores, labels, classes")
+    metrics.add_argument("--out", required=True, help="folder for metrics.json and top50.json")
+    metrics.add_argument("--figures", default=None, help="figure folder (default OUT/figures)")
+    metrics.set_defaults(run=cmd_metrics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except VocprojError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume.",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""One phase of training at a time, resumable after any crash.
+
+Files under `runs/<profile>/`:
+- `phaseN/last.pt` after every epoch, `phaseN/best.pt`: the lowest validation loss over all
+  phases so far (phase N starts from a copy of phase N-1's best);
+- `history.csv`: one row per finished epoch of every phase, rewritten after each epoch.
+
+Each phase starts from the weights the previous phase ended with, with a fresh optimiser.
+Every epoch is seeded from (profile seed, phase, epoch), so a run that is killed and started
+again repeats the interrupted epoch exactly and ends with the same weights and history on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vocproj import __version__
+from vocproj.config import PhaseSettings, Profile
+from vocproj.data import open_split, prepare_data
+from vocproj.errors import CheckpointError, TrainingDiverged
+from vocproj.io import atomic_write_text
+from vocproj.metrics import mean_average_precision
+from vocproj.model import build_model, load_checkpoint, save_checkpoint
+from vocproj.runtime import Runtime, derived_seed, runtime_for, seed_everything
+from vocproj.voc import CLASSES
+
+LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
+HISTORY_FIELDS = (
+    "phase", "epoch", "global_epoch", "preset", "train_loss", "val_loss", "val_map", "lr",
+    "seconds", "train_images_per_second",
+)  # fmt: skip
+# Settings that change how fast or where a run goes, not what it computes.
+RUNTIME_ONLY_SETTINGS = {
+    "data": ("root", "num_workers"),
+    "train": ("device", "progress", "eval_batch_size"),
+    "": ("runs_dir", "reports_dir"),
+}
+
+
+def phase_dir(profile: Profile, phase: int) -> Path:
+    return profile.run_dir / f"phase{phase}"
+
+
+def history_path(profile: Profile) -> Path:
+    return profile.run_dir / HISTORY
+
+
+def final_best_checkpoint(profile: Profile) -> Path:
+    """The best checkpoint over all phases: what evaluation and the browser load."""
+    return phase_dir(profile, len(profile.settings.train.phases)) / BEST
+
+
+@dataclass
+class PhaseState:
+    """Everything that carries from one epoch to the next."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epochs_done: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+
+
+def training_fingerprint(profile: Profile, phase: int) -> dict[str, Any]:
+    """The settings that determine phase `phase`'s result (later phases' settings excluded)."""
+    settings = profile.to_dict()["settings"]
+    settings["train"]["phases"] = settings["train"]["phases"][:phase]
+    for section, keys in RUNTIME_ONLY_SETTINGS.items():
+        target = settings[section] if section else settings
+        for key in keys:
+            target.pop(key, None)
+    return settings
+
+
+def make_optimizer(profile: Profile, model: nn.Module, epochs: int) -> tuple[Any, Any]:
+    """SGD with the profile's learning rate, momentum and weight decay, and its schedule."""
+    optim = profile.settings.optim
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=optim.lr,
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
+        nesterov=optim.nesterov,
+    )
+    if optim.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    elif optim.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.step_epochs, optim.step_gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return optimizer, scheduler
+
+
+def new_phase_state(profile: Profile, phase: int, runtime: Runtime) -> PhaseState:
+    """Phase 1 starts from the profile's weights; phase N from phase N-1's final weights."""
+    settings = profile.settings
+    seed_everything(derived_seed(settings.seed, "init"))
+    if phase == 1:
+        model = build_model(settings.model.backbone, settings.model.weights, len(CLASSES))
+        return state_for_model(profile, phase, runtime, model)
+    previous = require_finished_phase(profile, phase - 1)
+    state = state_for_model(profile, phase, runtime, model_from_checkpoint(profile, previous))
+    state.history, state.best_val_loss = previous["history"], previous["best_val_loss"]
+    carry_best_checkpoint(profile, phase)
+    return state
+
+
+def model_from_checkpoint(profile: Profile, checkpoint: dict[str, Any]) -> nn.Module:
+    model = build_model(profile.settings.model.backbone, "none", len(CLASSES))
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def state_for_model(profile: Profile, phase: int, runtime: Runtime, model: nn.Module) -> PhaseState:
+    """Put the model on the device and give it a fresh optimiser and schedule for the phase."""
+    model = model.to(runtime.device, memory_format=memory_format(runtime))
+    epochs = profile.settings.train.phases[phase - 1].epochs
+    optimizer, scheduler = make_optimizer(profile, model, epochs)
+    return PhaseState(model, optimizer, scheduler)
+
+
+def memory_format(runtime: Runtime) -> torch.memory_format:
+    return torch.channels_last if runtime.channels_last else torch.contiguous_format
+
+
+def require_finished_phase(profile: Profile, phase: int) -> dict[str, Any]:
+    """Phase `phase`'s last checkpoint, which must be complete and from the same settings."""
+    path = phase_dir(profile, phase) / LAST
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found: phase {phase} must be trained first "
+            f"(python -m vocproj train --profile {profile.profile} --phase {phase})."
+        )
+    checkpoint = load_checkpoint(path)
+    if not checkpoint_is_finished(checkpoint) or not same_settings(checkpoint, profile, phase):
+        raise CheckpointError(
+            f"{path} is not a finished phase {phase} of the current settings; train phase "
+            f"{phase} first (python -m vocproj train --profile {profile.profile} --phase {phase})."
+        )
+    return checkpoint
+
+
+def checkpoint_is_finished(checkpoint: dict[str, Any]) -> bool:
+    return checkpoint["epoch"] >= checkpoint["epochs"]
+
+
+def same_settings(checkpoint: dict[str, Any], profile: Profile, phase: int) -> bool:
+    return checkpoint["fingerprint"] == training_fingerprint(profile, phase)
+
+
+def carry_best_checkpoint(profile: Profile, phase: int) -> None:
+    """Start phase N's best.pt as a copy of phase N-1's, so it is the best over all phases."""
+    source = phase_dir(profile, phase - 1) / BEST
+    target = phase_dir(profile, phase) / BEST
+    if source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".copy.tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+
+
+def resume_phase_state(profile: Profile, phase: int, runtime: Runtime, path: Path) -> PhaseState:
+    """Rebuild model, optimiser, schedule and history from a phase's last.pt."""
+    checkpoint = load_checkpoint(path)
+    state = state_for_model(profile, phase, runtime, model_from_checkpoint(profile, checkpoint))
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.epochs_done = checkpoint["epoch"]
+    state.history = checkpoint["history"]
+    state.best_val_loss = checkpoint["best_val_loss"]
+    return state
+
+
+def starting_state(profile: Profile, phase: int, runtime: Runtime, retrain: bool) -> PhaseState:
+    """Resume from last.pt when it belongs to these settings; otherwise start the phase over."""
+    path = phase_dir(profile, phase) / LAST
+    if path.is_file() and not retrain:
+        if same_settings(load_checkpoint(path), profile, phase):
+            return resume_phase_state(profile, phase, runtime, path)
+        tqdm.write(f"{path} was trained with other settings: phase {phase} starts over.")
+    discard_phases_from(profile, phase)
+    return new_phase_state(profile, phase, runtime)
+
+
+def discard_phases_from(profile: Profile, phase: int) -> None:
+    """Remove checkpoints of `phase` and later ones, which the new phase `phase` supersedes."""
+    for later in range(phase, len(profile.settings.train.phases) + 1):
+        shutil.rmtree(phase_dir(profile, later), ignore_errors=True)
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over the entries the mask keeps (difficult ones masked out)."""
+    losses = nn.functional.binary_cross_entropy_with_logits(
+        logits.float(), target, reduction="none"
+    )
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+
+def loader(dataset: Any, batch_size: int, runtime: Runtime, seed: int | None) -> Any:
+    """A DataLoader; with a seed it shuffles in a seeded order and drops a ragged last batch."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=seed is not None,
+        drop_last=seed is not None and len(dataset) > batch_size,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.pin_memory,
+        generator=generator,
+    )
+
+
+def train_one_epoch(
+    state: PhaseState, batches: Iterable[Any], runtime: Runtime, where: str, progress: bool
+) -> tuple[float, int]:
+    """One pass over the training batches; returns (mean loss, images seen)."""
+    state.model.train()
+    scaler = torch.amp.GradScaler(enabled=runtime.needs_grad_scaler)
+    total, count, images = 0.0, 0, 0
+    bar = tqdm(batches, desc=f"{where} train", leave=False, disable=not progress, unit="batch")
+    started = time.perf_counter()
+    for batch, (x, target, mask, _) in enumerate(bar, start=1):
+        x = runtime.to_device(x)
+        target, mask = target.to(runtime.device), mask.to(runtime.device)
+        with runtime.autocast():
+            loss = masked_bce(state.model(x), target, mask)
+        check_finite(loss, f"{where}, batch {batch}")
+        state.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(state.optimizer)
+        scaler.update()
+        total, count, images = total + loss.item(), count + 1, images + len(x)
+        rate = images / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{total / count:.4f}", img_per_s=f"{rate:.1f}")
+    return total / max(count, 1), images
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"the training loss became {loss.item()} at {where}. The last good checkpoint is "
+            f"kept; lower optim.lr in the profile (or check the data) and run again to resume."
+        )
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, batches: Iterable[Any], runtime: Runtime, progress: bool = False
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the model over batches in eval mode: (ids, logits, targets, masks) on the CPU."""
+    model.eval()
+    ids: list[str] = []
+    logits, targets, masks = [], [], []
+    for x, target, mask, batch_ids in tqdm(
+        batches, desc="predict", leave=False, disable=not progress, unit="batch"
+    ):
+        with runtime.autocast():
+            logits.append(model(runtime.to_device(x)).float().cpu())
+        targets.append(target)
+        masks.append(mask)
+        ids.extend(batch_ids)
+    return ids, torch.cat(logits), torch.cat(targets), torch.cat(masks)
+
+
+def validate(state: PhaseState, batches: Iterable[Any], runtime: Runtime, labels: np.ndarray):
+    """Validation loss (masked BCE) and mAP (VOC AP, difficult-only left out)."""
+    _, logits, target, mask = predict_logits(state.model, batches, runtime)
+    val_loss = masked_bce(logits, target, mask).item()
+    val_map, _ = mean_average_precision(torch.sigmoid(logits).numpy(), labels)
+    return val_loss, val_map
+
+
+def checkpoint_payload(
+    profile: Profile, phase: int, epochs: int, state: PhaseState
+) -> dict[str, Any]:
+    """What last.pt and best.pt hold: weights, optimiser, position, RNG, profile, classes."""
+    return {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "phase": phase,
+        "epoch": state.epochs_done,
+        "epochs": epochs,
+        "history": state.history,
+        "best_val_loss": state.best_val_loss,
+        "rng": {"torch": torch.get_rng_state()},
+        "profile": profile.to_dict(),
+        "fingerprint": training_fingerprint(profile, phase),
+        "classes": list(CLASSES),
+        "backbone": profile.settings.model.backbone,
+        "image_size": profile.settings.train.image_size,
+        "version": __version__,
+    }
+
+
+def write_history(profile: Profile, history: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(history_path(profile), buffer.getvalue())
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """Read history.csv back with numbers as numbers."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    integers = {"phase", "epoch", "global_epoch"}
+    return [
+        {k: (int(v) if k in integers else v if k == "preset" else float(v)) for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def save_epoch(profile: Profile, phase: int, epochs: int, state: PhaseState, improved: bool):
+    """Persist an epoch: best.pt first, then last.pt, then history (a crash repeats the epoch)."""
+    payload = checkpoint_payload(profile, phase, epochs, state)
+    if improved:
+        save_checkpoint(phase_dir(profile, phase) / BEST, payload)
+    save_checkpoint(phase_dir(profile, phase) / LAST, payload)
+    write_history(profile, state.history)
+
+
+def train_phase(
+    profile: Profile, phase: int, *, retrain: bool = False, progress: bool | None = None
+) -> list[dict[str, Any]]:
+    """Train phase `phase` (1-based) to its last epoch, resuming from its last.pt if present.
+
+    A finished phase is not retrained unless `retrain` is set. Returns the history so far.
+    """
+    phases = profile.settings.train.phases
+    if not 1 <= phase <= len(phases):
+        raise CheckpointError(f"profile {profile.profile} has phases 1..{len(phases)}, not {phase}")
+    progress = profile.settings.train.progress if progress is None else progress
+    runtime = runtime_for(profile)
+    prepare_data(profile, progress=progress)
+    state = starting_state(profile, phase, runtime, retrain)
+    if state.epochs_done >= phases[phase - 1].epochs:
+        tqdm.write(f"phase {phase} of {profile.profile} is already finished; skipping.")
+        return state.history
+    run_epochs(profile, phase, phases[phase - 1], state, runtime, progress)
+    return state.history
+
+
+def run_epochs(
+    profile: Profile,
+    phase: int,
+    settings: PhaseSettings,
+    state: PhaseState,
+    runtime: Runtime,
+    progress: bool,
+) -> None:
+    """The remaining epochs of a phase, each seeded from (seed, phase, epoch) and saved at once."""
+    train_set = open_split(profile, profile.settings.data.train_split, settings.preset)
+    val_set = open_split(profile, profile.settings.data.val_split, "eval")
+    val_batches = loader(val_set, profile.settings.train.eval_batch_size, runtime, seed=None)
+    first_global = sum(p.epochs for p in profile.settings.train.phases[: phase - 1])
+    epochs = range(state.epochs_done + 1, settings.epochs + 1)
+    bar = tqdm(epochs, desc=f"phase {phase}", disable=not progress, unit="epoch")
+    for epoch in bar:
+        seed = derived_seed(profile.settings.seed, phase, epoch)
+        seed_everything(seed)
+        lr = state.optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        batches = loader(train_set, profile.settings.train.batch_size, runtime, seed)
+        where = f"phase {phase} epoch {epoch}"
+        train_loss, images = train_one_epoch(state, batches, runtime, where, progress)
+        train_seconds = time.perf_counter() - started
+        val_loss, val_map = validate(state, val_batches, runtime, val_set.labels)
+        check_finite(torch.tensor(val_loss), f"{where}, validation")
+        state.scheduler.step()
+        improved = val_loss < state.best_val_loss
+        state.best_val_loss = min(val_loss, state.best_val_loss)
+        state.epochs_done = epoch
+        state.history.append({
+            "phase": phase, "epoch": epoch, "global_epoch": first_global + epoch,
+            "preset": settings.preset, "train_loss": train_loss, "val_loss": val_loss,
+            "val_map": val_map, "lr": lr, "seconds": time.perf_counter() - started,
+            "train_images_per_second": images / train_seconds,
+        })  # fmt: skip
+        save_epoch(profile, phase, settings.epochs, state, improved)
+        bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
+                        val_map=f"{val_map:.3f}")  # fmt: skip
+
+
+def train_phases(
+    profile: Profile, phases: Iterable[int] | None = None, *, retrain: bool = False,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Train the given phases (all by default) in order; returns the full history."""
+    history: list[dict[str, Any]] = []
+    for phase in phases or range(1, len(profile.settings.train.phases) + 1):
+        history = train_phase(profile, phase, retrain=retrain, progress=progress)
+    return history
