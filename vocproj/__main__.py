@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from vocproj.errors import VocprojError
+from vocproj.sample import DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SEED
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -73,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="write the synthetic VOC-format sample dataset")
     sample.add_argument("--out", required=True, help="folder to hold VOCdevkit/VOC2012")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--train", type=int, default=300, help="number of train images")
-    sample.add_argument("--val", type=int, default=200, help="number of val images")
+    sample.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    sample.add_argument("--train", type=int, default=DEFAULT_N_TRAIN, help="train images")
+    sample.add_argument("--val", type=int, default=DEFAULT_N_VAL, help="val images")
     sample.set_defaults(run=cmd_sample)
 
     download = commands.add_parser("download", help="fetch, verify and extract VOC2012 trainval")
