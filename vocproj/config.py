@@ -48,6 +48,10 @@ class DataSettings(_Section):
     sample_train_images: PositiveInt = 300
     sample_val_images: PositiveInt = 200
     num_workers: int | Literal["auto"] = "auto"
+    cache: bool = Field(
+        default=True,
+        description="decode and resize each image once into <root>/cache (see vocproj/cache.py)",
+    )
 
 
 class ModelSettings(_Section):
@@ -96,6 +100,7 @@ class TrainSettings(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
+    compile: bool = Field(default=False, description="torch.compile the model (pays off on CUDA)")
     progress: bool = True
 
 
@@ -138,6 +143,11 @@ class Profile(_Section):
     @property
     def voc_root(self) -> Path:
         return self.data_root / "VOCdevkit" / "VOC2012"
+
+    @property
+    def cache_dir(self) -> Path:
+        """`<data root>/cache`: the decoded, resized images of each split (vocproj/cache.py)."""
+        return self.data_root / "cache"
 
     @property
     def run_dir(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vocproj.cache import CachedVOCClassification
 from vocproj.config import Profile
 from vocproj.transforms import PresetName, build_transform
 from vocproj.voc import VOCClassification, check_voc_root
@@ -27,10 +28,27 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> Path:
     return fetch_voc2012(profile.data_root, progress=progress)
 
 
-def open_split(profile: Profile, split: str, preset: PresetName) -> VOCClassification:
-    """The split's Dataset with the preset's transform at the profile's image size."""
+def open_split(
+    profile: Profile,
+    split: str,
+    preset: PresetName,
+    *,
+    cache: bool | None = None,
+    progress: bool = True,
+) -> VOCClassification:
+    """The split's Dataset with the preset's transform at the profile's image size.
+
+    With the image cache (the profile's `data.cache` unless `cache` says otherwise) the images
+    are read from `profile.cache_dir`, which is first built or brought up to date with a
+    progress bar; items are the same either way.
+    """
     settings = profile.settings
-    transform = build_transform(preset, settings.train.image_size, settings.augment)
-    return VOCClassification(
-        check_voc_root(profile.voc_root), split, transform, difficult=settings.data.difficult
-    )
+    root = check_voc_root(profile.voc_root)
+    size, difficult = settings.train.image_size, settings.data.difficult
+    if settings.data.cache if cache is None else cache:
+        return CachedVOCClassification(
+            root, split, preset, size, profile.cache_dir,
+            augment=settings.augment, difficult=difficult, progress=progress,
+        )  # fmt: skip
+    transform = build_transform(preset, size, settings.augment)
+    return VOCClassification(root, split, transform, difficult=difficult)

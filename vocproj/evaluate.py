@@ -19,6 +19,7 @@ from vocproj.train import (
     history_path,
     loader,
     model_from_checkpoint,
+    on_runtime,
     predict_logits,
     read_history,
 )
@@ -37,7 +38,7 @@ def figures_dir(profile: Profile) -> Path:
 def load_best_model(profile: Profile, runtime: Runtime) -> tuple[nn.Module, dict[str, Any]]:
     """The best checkpoint over all phases, on the runtime's device in eval mode."""
     checkpoint = load_checkpoint(final_best_checkpoint(profile))
-    model = model_from_checkpoint(profile, checkpoint).to(runtime.device).eval()
+    model = on_runtime(model_from_checkpoint(profile, checkpoint), runtime).eval()
     return model, checkpoint
 
 
@@ -56,7 +57,7 @@ def score_split(profile: Profile, split: str | None = None, progress: bool = Tru
     prepare_data(profile, progress=progress)
     runtime = runtime_for(profile)
     model, checkpoint = load_best_model(profile, runtime)
-    dataset = open_split(profile, split, "eval")
+    dataset = open_split(profile, split, "eval", progress=progress)
     ids, scores = predict(model, dataset, runtime, profile.settings.train.eval_batch_size, progress)
     path = scores_path(profile, split)
     save_scores(path, ids, scores, dataset.labels, checkpoint["classes"])

@@ -1,4 +1,12 @@
-"""Hardware choices shared by training and evaluation: device, precision, loader workers, seeds."""
+"""Hardware choices shared by training and evaluation: device, precision, loader workers, seeds.
+
+`precision: auto` trains in bfloat16 autocast where the hardware runs it natively (CUDA with
+bf16 support, else float16; CPUs with AVX512-BF16 or AMX) and in float32 elsewhere. Batches from
+the image cache get their random transforms on an accelerator, batched; on the CPU, PIL's uint8
+kernels per image cost less than float tensor kernels (vocproj/cache.py). Loader workers: with
+the cache, the CPU loads in the main process and keeps its cores for compute, while CUDA gets a
+few workers to fill pinned batches in the background.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,9 @@ import contextlib
 import hashlib
 import os
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +33,8 @@ class Runtime:
     autocast_dtype: torch.dtype | None
     channels_last: bool
     num_workers: int
+    compile: bool = False
+    augment_on_device: bool = False  # cached batches: random transforms batched on the device
 
     @property
     def pin_memory(self) -> bool:
@@ -60,8 +72,53 @@ def select_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def select_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None means float32; `auto` uses bfloat16 (or float16) autocast on CUDA only."""
+CPUINFO = Path("/proc/cpuinfo")
+# CPU features with native bfloat16 arithmetic (Linux /proc/cpuinfo names).
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def read_cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU feature flags Linux reports in /proc/cpuinfo; empty where it cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def detect_cpu_flags() -> frozenset[str]:
+    """/proc/cpuinfo's flags, or torch's own CPU probes where there is no /proc (macOS, Windows)."""
+    return read_cpu_flags() or torch_cpu_flags()
+
+
+def torch_cpu_flags() -> frozenset[str]:
+    """The bfloat16 flags that torch's CPU probes find (private functions: looked up with care)."""
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    found = set()
+    for flag, name in probes.items():
+        probe = getattr(torch.cpu, name, None)
+        if probe is not None and probe():
+            found.add(flag)
+    return frozenset(found)
+
+
+def cpu_runs_bf16_natively(flags: Collection[str], mkldnn: bool | None = None) -> bool:
+    """True when the CPU has bfloat16 instructions and torch has oneDNN kernels that use them."""
+    mkldnn = torch.backends.mkldnn.is_available() if mkldnn is None else mkldnn
+    return mkldnn and not NATIVE_BF16_CPU_FLAGS.isdisjoint(flags)
+
+
+def select_autocast_dtype(
+    precision: str, device: torch.device, cpu_flags: Collection[str] | None = None
+) -> torch.dtype | None:
+    """None means float32; `auto` picks bfloat16 where the device runs it natively.
+
+    `cpu_flags` (the CPU's feature flags) are detected when not given.
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -70,27 +127,41 @@ def select_autocast_dtype(precision: str, device: torch.device) -> torch.dtype |
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        flags = detect_cpu_flags() if cpu_flags is None else cpu_flags
+        return torch.bfloat16 if cpu_runs_bf16_natively(flags) else None
     return None
 
 
-def select_num_workers(setting: int | str, device: torch.device) -> int:
-    """DataLoader workers: with few CPU cores, decoding in the main process keeps compute fed."""
+def select_num_workers(
+    setting: int | str, device: torch.device, cached: bool, cores: int | None = None
+) -> int:
+    """DataLoader workers for `auto`: none to copy cached images on the CPU, a few elsewhere.
+
+    Without the cache every item is a JPEG decode: with few CPU cores, decoding in the main
+    process keeps the compute threads fed; on CUDA the decoding hides behind the GPU.
+    """
     if isinstance(setting, int):
         return setting
-    cores = os.cpu_count() or 1
+    cores = cores or os.cpu_count() or 1
     if device.type == "cpu":
-        return 0 if cores <= 4 else min(4, cores // 4)
-    return min(8, max(1, cores - 1))
+        return 0 if cached or cores <= 4 else min(4, cores // 4)
+    return min(2 if cached else 8, max(1, cores - 1))
 
 
 def runtime_for(profile: Profile) -> Runtime:
-    train = profile.settings.train
+    """The profile's runtime; on CUDA, cuDNN also picks its fastest kernels for the fixed shapes."""
+    train, data = profile.settings.train, profile.settings.data
     device = select_device(train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     return Runtime(
         device=device,
         autocast_dtype=select_autocast_dtype(train.precision, device),
         channels_last=train.channels_last,
-        num_workers=select_num_workers(profile.settings.data.num_workers, device),
+        num_workers=select_num_workers(data.num_workers, device, cached=data.cache),
+        compile=train.compile,
+        augment_on_device=device.type != "cpu",
     )
 
 

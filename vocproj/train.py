@@ -8,6 +8,10 @@ Files under `runs/<profile>/`:
 Each phase starts from the weights the previous phase ended with, with a fresh optimiser.
 Every epoch is seeded from (profile seed, phase, epoch), so a run that is killed and started
 again repeats the interrupted epoch exactly and ends with the same weights and history on the CPU.
+
+Batches from the image cache arrive as uint8 and are finished on the device (vocproj/cache.py).
+The loss stays on the device and is checked every few batches, so that a GPU is not stopped
+after every batch to hand its loss to the CPU.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import io
 import math
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +32,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vocproj import __version__
+from vocproj.cache import CachedVOCClassification
 from vocproj.config import PhaseSettings, Profile
 from vocproj.data import open_split, prepare_data
 from vocproj.errors import CheckpointError, TrainingDiverged
 from vocproj.io import atomic_write_text
 from vocproj.metrics import mean_average_precision
-from vocproj.model import build_model, load_checkpoint, save_checkpoint
+from vocproj.model import build_model, head_name, load_checkpoint, save_checkpoint
 from vocproj.runtime import Runtime, derived_seed, runtime_for, seed_everything
 from vocproj.voc import CLASSES
 
@@ -42,12 +47,13 @@ HISTORY_FIELDS = (
     "phase", "epoch", "global_epoch", "preset", "train_loss", "val_loss", "val_map", "lr",
     "seconds", "train_images_per_second",
 )  # fmt: skip
-# Settings that change how fast or where a run goes, not what it computes.
+# Settings that change how fast or where a run goes, not what it computes (beyond rounding).
 RUNTIME_ONLY_SETTINGS = {
-    "data": ("root", "num_workers"),
-    "train": ("device", "progress", "eval_batch_size"),
+    "data": ("root", "num_workers", "cache"),
+    "train": ("device", "progress", "eval_batch_size", "compile"),
     "": ("runs_dir", "reports_dir"),
 }
+LOSS_CHECK_EVERY = 16  # training batches between checks of the loss on the CPU
 
 
 def phase_dir(profile: Profile, phase: int) -> Path:
@@ -127,7 +133,7 @@ def model_from_checkpoint(profile: Profile, checkpoint: dict[str, Any]) -> nn.Mo
 
 def state_for_model(profile: Profile, phase: int, runtime: Runtime, model: nn.Module) -> PhaseState:
     """Put the model on the device and give it a fresh optimiser and schedule for the phase."""
-    model = model.to(runtime.device, memory_format=memory_format(runtime))
+    model = on_runtime(model, runtime)
     epochs = profile.settings.train.phases[phase - 1].epochs
     optimizer, scheduler = make_optimizer(profile, model, epochs)
     return PhaseState(model, optimizer, scheduler)
@@ -135,6 +141,38 @@ def state_for_model(profile: Profile, phase: int, runtime: Runtime, model: nn.Mo
 
 def memory_format(runtime: Runtime) -> torch.memory_format:
     return torch.channels_last if runtime.channels_last else torch.contiguous_format
+
+
+class Float32Linear(nn.Linear):
+    """A linear layer that computes in float32 under autocast too.
+
+    As the classifier head it keeps the logits exact: bfloat16 logits have 8 significant bits,
+    and most scores of a split would tie with another one in rankings and threshold sweeps.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def with_float32_head(model: nn.Module) -> nn.Module:
+    """Swap the classifier head for a Float32Linear with the same weights (and state dict keys)."""
+    name = head_name(model)
+    head = model.get_submodule(name)
+    if not isinstance(head, Float32Linear):
+        exact = Float32Linear(head.in_features, head.out_features, head.bias is not None)
+        exact.load_state_dict(head.state_dict())
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent), attribute, exact)
+    return model
+
+
+def on_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """The model on the runtime's device and memory format, compiled if the runtime says so."""
+    model = with_float32_head(model).to(runtime.device, memory_format=memory_format(runtime))
+    if runtime.compile:
+        model.compile()  # in place: the state dict keeps its keys
+    return model
 
 
 def require_finished_phase(profile: Profile, phase: int) -> dict[str, Any]:
@@ -210,11 +248,43 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
-def loader(dataset: Any, batch_size: int, runtime: Runtime, seed: int | None) -> Any:
-    """A DataLoader; with a seed it shuffles in a seeded order and drops a ragged last batch."""
+class Batches:
+    """A DataLoader's batches; uint8 images are moved to the device and finished there.
+
+    The DataLoader's iterator starts with the first batch asked for, not at `iter()`: tqdm.auto
+    calls `iter()` once more than it iterates, and each DataLoader iterator draws from the
+    seeded generator (shifting the epoch's order) and starts its own worker processes.
+    """
+
+    def __init__(
+        self,
+        data_loader: torch.utils.data.DataLoader,
+        runtime: Runtime,
+        finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.data_loader, self.runtime, self.finish = data_loader, runtime, finish
+
+    def __len__(self) -> int:
+        return len(self.data_loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        device, non_blocking = self.runtime.device, self.runtime.pin_memory
+        for images, target, mask, ids in self.data_loader:
+            if self.finish is not None:
+                images = self.finish(images.to(device, non_blocking=non_blocking))
+            yield images, target, mask, ids
+
+
+def loader(dataset: Any, batch_size: int, runtime: Runtime, seed: int | None) -> Batches:
+    """Batches of the dataset; with a seed, in a seeded order without a ragged last batch.
+
+    A cached split is loaded as uint8 images, finished (augmented, normalised) on the device.
+    """
+    cached = isinstance(dataset, CachedVOCClassification)
+    items, finish = dataset.batches(runtime.augment_on_device) if cached else (dataset, None)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return torch.utils.data.DataLoader(
-        dataset,
+    data_loader = torch.utils.data.DataLoader(
+        items,
         batch_size=batch_size,
         shuffle=seed is not None,
         drop_last=seed is not None and len(dataset) > batch_size,
@@ -222,6 +292,7 @@ def loader(dataset: Any, batch_size: int, runtime: Runtime, seed: int | None) ->
         pin_memory=runtime.pin_memory,
         generator=generator,
     )
+    return Batches(data_loader, runtime, finish)
 
 
 def train_one_epoch(
@@ -230,23 +301,39 @@ def train_one_epoch(
     """One pass over the training batches; returns (mean loss, images seen)."""
     state.model.train()
     scaler = torch.amp.GradScaler(enabled=runtime.needs_grad_scaler)
-    total, count, images = 0.0, 0, 0
+    losses: list[torch.Tensor] = []
+    images = 0
     bar = tqdm(batches, desc=f"{where} train", leave=False, disable=not progress, unit="batch")
     started = time.perf_counter()
     for batch, (x, target, mask, _) in enumerate(bar, start=1):
         x = runtime.to_device(x)
-        target, mask = target.to(runtime.device), mask.to(runtime.device)
+        target = target.to(runtime.device, non_blocking=runtime.pin_memory)
+        mask = mask.to(runtime.device, non_blocking=runtime.pin_memory)
         with runtime.autocast():
             loss = masked_bce(state.model(x), target, mask)
-        check_finite(loss, f"{where}, batch {batch}")
         state.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(state.optimizer)
         scaler.update()
-        total, count, images = total + loss.item(), count + 1, images + len(x)
-        rate = images / (time.perf_counter() - started)
-        bar.set_postfix(loss=f"{total / count:.4f}", img_per_s=f"{rate:.1f}")
-    return total / max(count, 1), images
+        losses.append(loss.detach())
+        images += len(x)
+        if batch % LOSS_CHECK_EVERY == 0:
+            mean_loss = check_losses(losses, where)
+            rate = images / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", img_per_s=f"{rate:.1f}")
+    return check_losses(losses, where), images
+
+
+def check_losses(losses: list[torch.Tensor], where: str) -> float:
+    """The mean of the epoch's batch losses so far, after checking that each one is finite."""
+    if not losses:
+        return 0.0
+    stacked = torch.stack(losses).double()
+    finite = torch.isfinite(stacked)
+    if not finite.all():
+        first = int(torch.nonzero(~finite)[0])
+        check_finite(losses[first], f"{where}, batch {first + 1}")
+    return stacked.mean().item()
 
 
 def check_finite(loss: torch.Tensor, where: str) -> None:
@@ -269,11 +356,11 @@ def predict_logits(
         batches, desc="predict", leave=False, disable=not progress, unit="batch"
     ):
         with runtime.autocast():
-            logits.append(model(runtime.to_device(x)).float().cpu())
+            logits.append(model(runtime.to_device(x)).float())
         targets.append(target)
         masks.append(mask)
         ids.extend(batch_ids)
-    return ids, torch.cat(logits), torch.cat(targets), torch.cat(masks)
+    return ids, torch.cat(logits).cpu(), torch.cat(targets), torch.cat(masks)
 
 
 def validate(state: PhaseState, batches: Iterable[Any], runtime: Runtime, labels: np.ndarray):
@@ -365,8 +452,9 @@ def run_epochs(
     progress: bool,
 ) -> None:
     """The remaining epochs of a phase, each seeded from (seed, phase, epoch) and saved at once."""
-    train_set = open_split(profile, profile.settings.data.train_split, settings.preset)
-    val_set = open_split(profile, profile.settings.data.val_split, "eval")
+    data = profile.settings.data
+    train_set = open_split(profile, data.train_split, settings.preset, progress=progress)
+    val_set = open_split(profile, data.val_split, "eval", progress=progress)
     val_batches = loader(val_set, profile.settings.train.eval_batch_size, runtime, seed=None)
     first_global = sum(p.epochs for p in profile.settings.train.phases[: phase - 1])
     epochs = range(state.epochs_done + 1, settings.epochs + 1)
