@@ -5,6 +5,8 @@ python -m vocproj download --root DIR [--mirror URL ...] [--archive PATH]
 python -m vocproj train --profile sample --phase all
 python -m vocproj evaluate --profile sample
 python -m vocproj metrics SCORES.npz --out DIR
+python -m vocproj data --profile voc2012
+python -m vocproj report --profile sample
 """
 
 from __future__ import annotations
@@ -68,6 +70,21 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     print(f"mAP {metrics['map']:.4f}; metrics.json, top50.json and figures written to {args.out}")
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.data import prepare_data
+
+    profile = load_profile(args.profile)
+    print(f"{profile.profile} data ready at {prepare_data(profile)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.report import write_report
+
+    print(f"wrote {write_report(load_profile(args.profile))}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vocproj", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--out", required=True, help="folder for metrics.json and top50.json")
     metrics.add_argument("--figures", default=None, help="figure folder (default OUT/figures)")
     metrics.set_defaults(run=cmd_metrics)
+
+    data = commands.add_parser("data", help="generate (sample) or download a profile's data")
+    data.add_argument("--profile", default="sample", help="profile name or YAML path")
+    data.set_defaults(run=cmd_data)
+
+    report = commands.add_parser("report", help="write reports/<profile>/REPORT.md from the run")
+    report.add_argument("--profile", default="sample", help="profile name or YAML path")
+    report.set_defaults(run=cmd_report)
     return parser
 
 

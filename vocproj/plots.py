@@ -49,13 +49,15 @@ def save_figure(fig: Figure, path: PathLike) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _new_figure(height_in: float, **subplots: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
+def new_figure(height_in: float, width_in: float = WIDTH_IN, **subplots: Any) -> tuple[Figure, Any]:
+    """A pyplot-free Figure on an Agg canvas with its subplots (the house size and dpi)."""
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(**subplots)
 
 
-def _finish(fig: Figure, path: PathLike | None) -> Figure:
+def finish_figure(fig: Figure, path: PathLike | None) -> Figure:
+    """Save `fig` to `path` when one is given; return it for display."""
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -79,7 +81,7 @@ def plot_loss_history(history: Iterable[Mapping[str, Any]], path: PathLike | Non
     records = _checked_history(history)
     phases = [str(record["phase"]) for record in records]
     epochs = np.arange(1, len(records) + 1)
-    fig, ax = _new_figure(4.5)
+    fig, ax = new_figure(4.5)
     ax.plot(epochs, [_number(r["train_loss"]) for r in records], marker="o", label="training")
     ax.plot(epochs, [_number(r["val_loss"]) for r in records], marker="s", label="validation")
     spans = _phase_spans(phases)
@@ -93,7 +95,7 @@ def plot_loss_history(history: Iterable[Mapping[str, Any]], path: PathLike | Non
     ax.set(title="Training and validation loss", xlabel="epoch", ylabel="loss (BCE)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def _checked_history(history: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -132,7 +134,7 @@ def plot_threshold_sweep(metrics: Mapping[str, Any], path: PathLike | None = Non
     """Macro precision (both conventions), recall and F1 against the decision threshold."""
     thresholds = metrics["thresholds"]
     sweep = {key: [_number(v) for v in values] for key, values in metrics["sweep"].items()}
-    fig, ax = _new_figure(5.0)
+    fig, ax = new_figure(5.0)
     ax.plot(thresholds, sweep["precision_zero"], marker="o", label="precision (no prediction = 0)")
     ax.plot(
         thresholds,
@@ -170,14 +172,14 @@ def plot_threshold_sweep(metrics: Mapping[str, Any], path: PathLike | None = Non
     )
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize="small")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_per_class_ap(metrics: Mapping[str, Any], path: PathLike | None = None) -> Figure:
     """Horizontal AP bar per class, the mAP as a vertical line."""
     classes = metrics["classes"]
     ap = [_number(metrics["ap"][name]) for name in classes]
-    fig, ax = _new_figure(6.5)
+    fig, ax = new_figure(6.5)
     rows = np.arange(len(classes))
     ax.barh(rows, np.nan_to_num(ap), color="tab:blue")
     for row, value in zip(rows, ap, strict=True):
@@ -202,13 +204,13 @@ def plot_per_class_ap(metrics: Mapping[str, Any], path: PathLike | None = None) 
         xlim=(0.0, 1.1),
     )
     ax.grid(axis="x", alpha=0.3)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
     """Precision–recall curve of every class in one grid, AP area shaded, difficult excluded."""
     n_rows = math.ceil(len(scores.classes) / GRID_COLUMNS)
-    fig, axes = _new_figure(
+    fig, axes = new_figure(
         1.7 * n_rows + 0.6,
         nrows=n_rows,
         ncols=GRID_COLUMNS,
@@ -227,7 +229,7 @@ def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
         ax.set_ylabel("precision")
     fig.suptitle("Precision–recall per class (fractions; shaded area = VOC AP)")
     fig.get_layout_engine().set(wspace=0.04)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def _draw_pr_curve(ax: Axes, scores_1d: np.ndarray, labels_1d: np.ndarray, name: str) -> None:
@@ -262,7 +264,7 @@ def plot_label_frequency(
     present = (labels == 1).sum(axis=0)
     difficult = (labels == -1).sum(axis=0)
     rows = np.arange(len(classes))
-    fig, ax = _new_figure(6.5)
+    fig, ax = new_figure(6.5)
     ax.barh(rows, present, color="tab:blue", label="present (label 1)")
     ax.barh(rows, difficult, left=present, color="tab:orange", label="difficult only (label -1)")
     for row, total in zip(rows, present + difficult, strict=True):
@@ -273,7 +275,7 @@ def plot_label_frequency(
     ax.set(title="Images per class", xlabel="images (count)", ylabel="class")
     ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def plot_cooccurrence(
@@ -283,7 +285,7 @@ def plot_cooccurrence(
     present = (labels == 1).astype(np.int64)
     counts = present.T @ present
     diagonal = np.eye(len(classes), dtype=bool)
-    fig, ax = _new_figure(7.5)
+    fig, ax = new_figure(7.5)
     ax.imshow(diagonal, cmap="Greys", vmin=0, vmax=4)
     image = ax.imshow(np.ma.masked_array(counts, mask=diagonal), cmap="viridis")
     threshold = 0.6 * np.where(diagonal, 0, counts).max()
@@ -299,7 +301,7 @@ def plot_cooccurrence(
     )
     ax.set(xlabel="class", ylabel="class")
     fig.colorbar(image, ax=ax, shrink=0.8, label="images (count)")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # ---------------------------------------------------------------- report
