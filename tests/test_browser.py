@@ -1,0 +1,533 @@
+"""The browser app driven through its widgets: predictions, thresholds, top 50, heatmaps, bad input.
+
+The fixture trains a real tiny model (1 epoch per phase at 32 px on the small sample) and
+evaluates it, so the app reads a real checkpoint, metrics.json, top50.json and scores file.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from vocproj.browser import (
+    NOT_IDENTIFIED,
+    BrowserApp,
+    Classifier,
+    TopEntry,
+    build_browser,
+    gradcam_map,
+    labels_at_threshold,
+    predict_probabilities,
+    threshold_vector,
+    top50_options,
+)
+from vocproj.config import PARAMS_DIR, PROJECT_DIR, Profile, load_profile
+from vocproj.evaluate import evaluate, scores_path
+from vocproj.metrics import load_scores
+from vocproj.model import build_model
+from vocproj.train import train_phases
+from vocproj.voc import CLASS_INDEX, CLASSES, read_labels
+
+NOTEBOOK = PROJECT_DIR / "notebooks" / "05_browser.ipynb"
+
+
+# ---------------------------------------------------------------- a real tiny trained project
+
+
+@functools.cache
+def trained_tiny_project(project: Path, voc_root: Path) -> Path:
+    """Train and evaluate a tiny profile once per session; return its params YAML.
+
+    Every path in the profile is absolute, so papermill can pass its settings to a notebook.
+    """
+    raw = yaml.safe_load((PARAMS_DIR / "sample.yaml").read_text())
+    raw["profile"] = "tiny"
+    settings = raw["settings"]
+    settings["data"].update(
+        root=str(voc_root.parents[1]), sample_train_images=64, sample_val_images=40
+    )
+    settings["train"].update(  # fp32: the evaluation's scores are the browser's, to 1e-4
+        image_size=32, batch_size=16, eval_batch_size=40, precision="fp32", progress=False
+    )
+    settings["train"]["phases"] = [
+        {"preset": preset, "epochs": 1} for preset in ("resize_crop", "rotate", "jitter_flip")
+    ]
+    settings.update(runs_dir=str(project / "runs"), reports_dir=str(project / "reports"))
+    path = project / "params" / "tiny.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    profile = load_profile(path)
+    train_phases(profile, progress=False)
+    evaluate(profile, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> Path:
+    return trained_tiny_project(tmp_path_factory.getbasetemp() / "browser-project", small_sample)
+
+
+@pytest.fixture
+def tiny(tiny_yaml: Path) -> Profile:
+    return load_profile(tiny_yaml)
+
+
+@pytest.fixture
+def app(tiny: Profile) -> BrowserApp:
+    return build_browser(tiny)
+
+
+def with_dirs(profile: Profile, **dirs: Path) -> Profile:
+    """The profile with runs_dir / reports_dir moved elsewhere."""
+    settings = profile.settings.model_copy(update={k: str(v) for k, v in dirs.items()})
+    return profile.model_copy(update={"settings": settings})
+
+
+def text(markup: str) -> str:
+    """What a person reads in an HTML widget."""
+    inline_removed = re.sub(r"</?(b|i)>", "", markup)
+    return " ".join(re.sub(r"<[^>]+>", " ", inline_removed).replace("&nbsp;", " ").split())
+
+
+def upload(app: BrowserApp, name: str, content: bytes) -> None:
+    """Set the FileUpload's value the way ipywidgets 8 does after a file is chosen."""
+    app.upload.value = (
+        {
+            "name": name,
+            "type": "image/jpeg",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": datetime(2024, 5, 1, tzinfo=timezone.utc),
+        },
+    )
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def shown(widget_value: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(widget_value))
+    image.load()
+    return image
+
+
+def val_image(profile: Profile, index: int = 0) -> tuple[str, Path]:
+    ids, _ = read_labels(profile.voc_root, profile.settings.data.val_split)
+    return ids[index], profile.voc_root / "JPEGImages" / f"{ids[index]}.jpg"
+
+
+def png_bytes(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes) -> bytes:
+    """A PNG written chunk by chunk as the specification defines it (for 16-bit RGB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+# ---------------------------------------------------------------- the core
+
+
+def test_labels_at_threshold_are_highest_first_and_inclusive():
+    probabilities = np.zeros(20)
+    probabilities[[CLASS_INDEX["dog"], CLASS_INDEX["cat"], CLASS_INDEX["bird"]]] = [0.4, 0.9, 0.39]
+    assert labels_at_threshold(probabilities, 0.4) == [("cat", 0.9), ("dog", 0.4)]
+    assert labels_at_threshold(probabilities, 0.95) == []
+    per_class = threshold_vector(0.5, {"bird": 0.3, "cat": None})
+    assert per_class[CLASS_INDEX["bird"]] == 0.3 and per_class[CLASS_INDEX["cat"]] == 0.5
+    assert labels_at_threshold(probabilities, per_class) == [("cat", 0.9), ("bird", 0.39)]
+
+
+def test_top50_options_are_rank_id_score_in_rank_order():
+    entries = [
+        TopEntry(rank=2, id="2008_000002", score=0.5, label=0),
+        TopEntry(rank=1, id="2008_000533", score=0.97312, label=1),
+    ]
+    assert top50_options(entries) == [
+        ("1. 2008_000533 (0.973)", "2008_000533"),
+        ("2. 2008_000002 (0.500)", "2008_000002"),
+    ]
+
+
+def test_gradcam_is_the_class_weighted_last_block_activation():
+    """Grad-CAM on a ResNet is ReLU(Σ_k w_ck A_k) over layer4's output, up-sampled."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", "none").eval()
+    classifier = Classifier(model, image_size=96, checkpoint=Path("unused"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8))
+    features = create_feature_extractor(model, {"layer4": "a"})
+    with torch.no_grad():
+        activations = features(classifier.preprocess(image))["a"][0]  # 512×3×3
+    maps = {}
+    for name in ("dog", "car"):
+        weights = model.fc.weight[CLASS_INDEX[name]].detach()
+        expected = torch.relu(torch.einsum("k,kij->ij", weights, activations))
+        expected = torch.nn.functional.interpolate(
+            expected[None, None], size=(96, 96), mode="bilinear", align_corners=False
+        )[0, 0].numpy()
+        expected = (expected - expected.min()) / expected.max()
+        maps[name] = gradcam_map(classifier, image, CLASS_INDEX[name])
+        assert maps[name].shape == (96, 96) and maps[name].min() >= 0 and maps[name].max() <= 1
+        assert np.corrcoef(maps[name].ravel(), expected.ravel())[0, 1] > 0.98
+    assert np.abs(maps["dog"] - maps["car"]).mean() > 0.05
+
+
+# ---------------------------------------------------------------- Predict Image
+
+
+def test_two_tabs_titled_as_in_the_study(app: BrowserApp):
+    assert app.widget.titles == ("Predict Image", "View Top50 Result")
+    assert app.widget.children == (app.predict_tab, app.top50_tab)
+    assert app.upload.accept == "image/*" and app.upload.multiple is False
+
+
+def test_starts_with_the_first_class_top1_image_scored_as_in_evaluation(
+    app: BrowserApp, tiny: Profile
+):
+    top50 = json.loads((tiny.report_dir / "top50.json").read_text())
+    first = next(name for name in CLASSES if top50.get(name))
+    best = top50[first][0]
+    assert app.prediction is not None and app.prediction.name == f"{best['id']}.jpg"
+    assert app.prediction.probabilities[CLASS_INDEX[first]] == pytest.approx(
+        best["score"], abs=1e-4
+    )
+    assert app.predict_message.value == ""
+    assert shown(app.predict_image.value).format == "JPEG"
+    assert app.summary().startswith(f"{best['id']}.jpg: ")
+
+
+def test_upload_shows_labels_highest_first_as_the_evaluation_scored_them(
+    app: BrowserApp, tiny: Profile
+):
+    metrics = json.loads((tiny.report_dir / "metrics.json").read_text())
+    assert app.threshold.value == metrics["best_threshold_f1"]["threshold"]
+    image_id, path = val_image(tiny, 5)
+    upload(app, "photo.jpg", path.read_bytes())
+    scores = load_scores(scores_path(tiny, "val"))
+    expected = scores.scores[scores.ids.index(image_id)]
+    np.testing.assert_allclose(app.prediction.probabilities, expected, atol=1e-4)
+    found = labels_at_threshold(app.prediction.probabilities, app.threshold.value)
+    shown_text = text(app.predict_result.value)
+    if found:
+        assert shown_text == " ".join(f"{name} {p:.3f}" for name, p in found)
+        assert [p for _, p in found] == sorted((p for _, p in found), reverse=True)
+    else:
+        assert shown_text == NOT_IDENTIFIED
+    assert "photo.jpg" in app.predict_caption.value
+    with Image.open(path) as original:
+        assert max(shown(app.predict_image.value).size) == 384
+        assert shown(app.predict_image.value).size[0] / shown(app.predict_image.value).size[1] == (
+            pytest.approx(original.width / original.height, rel=0.02)
+        )
+
+
+def test_threshold_slider_updates_labels_and_chart_live(app: BrowserApp):
+    probabilities = app.prediction.probabilities
+    app.threshold.value = 0.0
+    assert len(text(app.predict_result.value).split()) == 2 * 20
+    chart_all = app.chart.value
+    app.threshold.value = round(float(probabilities.max()) + 0.01, 2)
+    assert text(app.predict_result.value) == NOT_IDENTIFIED
+    assert app.chart.value != chart_all
+    chart = shown(app.chart.value)
+    assert chart.format == "PNG" and chart.width > 300 and chart.height > 400
+    top = int(np.argmax(probabilities))
+    app.threshold.value = round(float(probabilities[top]) - 0.001, 3)
+    assert text(app.predict_result.value).startswith(f"{CLASSES[top]} ")
+
+
+def test_per_class_thresholds_come_from_metrics_json(app: BrowserApp, tiny: Profile):
+    per_class = json.loads((tiny.report_dir / "metrics.json").read_text())["per_class_thresholds"]
+    app.per_class.value = True
+    assert app.threshold.disabled
+    expected = [per_class[n] if per_class[n] is not None else app.threshold.value for n in CLASSES]
+    np.testing.assert_allclose(app.thresholds(), expected)
+    assert app.found_labels() == labels_at_threshold(app.prediction.probabilities, expected)
+    app.per_class.value = False
+    assert not app.threshold.disabled
+    np.testing.assert_allclose(app.thresholds(), app.threshold.value)
+
+
+def test_heatmap_toggle_overlays_the_top_prediction_or_a_chosen_class(app: BrowserApp):
+    plain = app.predict_image.value
+    app.predict_heatmap.value = True
+    top = CLASSES[int(np.argmax(app.prediction.probabilities))]
+    overlaid = app.predict_image.value
+    assert overlaid != plain and shown(overlaid).size == shown(plain).size
+    assert f"heatmap of <b>{top}</b>" in app.predict_caption.value
+    other = next(name for name in CLASSES if name != top)
+    app.heatmap_class.value = other
+    assert f"heatmap of <b>{other}</b>" in app.predict_caption.value
+    assert app.predict_message.value == ""
+    app.predict_heatmap.value = False
+    assert app.predict_image.value == plain
+    assert "heatmap" not in app.predict_caption.value
+
+
+def test_exif_rotated_photo_is_shown_and_predicted_upright(app: BrowserApp, tiny: Profile):
+    _, path = val_image(tiny, 1)
+    with Image.open(path) as original:
+        landscape = original.convert("RGB")
+    assert landscape.width > landscape.height
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    content = encoded(landscape, "JPEG", quality=95, exif=exif)
+    upload(app, "rotated.jpg", content)
+    assert app.predict_message.value == ""
+    width, height = shown(app.predict_image.value).size
+    assert height > width, "the photo is shown upright"
+    upright = Image.open(io.BytesIO(content)).transpose(Image.Transpose.ROTATE_270)
+    expected = predict_probabilities(app.classifier, upright.convert("RGB"))
+    np.testing.assert_allclose(app.prediction.probabilities, expected, atol=1e-6)
+
+
+def picture(profile: Profile) -> Image.Image:
+    _, path = val_image(profile, 2)
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def converted_inputs(rgb: Image.Image) -> dict[str, tuple[bytes, Image.Image, float]]:
+    """File bytes in awkward modes, each with the RGB image it should become and a tolerance."""
+    gray = rgb.convert("L")
+    rgba = rgb.convert("RGBA")
+    alpha = np.full((rgb.height, rgb.width), 255, np.uint8)
+    alpha[:, : rgb.width // 2] = 0  # left half transparent: shown on white
+    rgba.putalpha(Image.fromarray(alpha))
+    on_white = np.asarray(rgb).copy()
+    on_white[:, : rgb.width // 2] = 255
+    palette = rgb.quantize(colors=16)
+    palette.info["transparency"] = 0
+    palette_on_white = np.asarray(palette.convert("RGB")).copy()
+    palette_on_white[np.asarray(palette) == 0] = 255
+    sixteen = np.asarray(gray).astype(np.uint16) * 257
+    rgb16 = (np.asarray(rgb).astype(np.uint16) * 257).astype(">u2")
+    rows16 = b"".join(b"\x00" + row.tobytes() for row in rgb16)
+    return {
+        "grayscale.jpg": (encoded(gray, "JPEG", quality=95), gray.convert("RGB"), 4),
+        "cmyk.jpg": (encoded(rgb.convert("CMYK"), "JPEG", quality=95), rgb, 6),
+        "rgba.png": (encoded(rgba, "PNG"), Image.fromarray(on_white), 0.5),
+        "palette.png": (encoded(palette, "PNG"), Image.fromarray(palette_on_white), 0.5),
+        "gray16.png": (encoded(Image.fromarray(sixteen), "PNG"), gray.convert("RGB"), 0.5),
+        "rgb16.png": (png_bytes(rgb.width, rgb.height, 16, 2, rows16), rgb, 0.5),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["grayscale.jpg", "cmyk.jpg", "rgba.png", "palette.png", "gray16.png", "rgb16.png"]
+)
+def test_other_image_modes_are_converted_to_the_rgb_they_show(
+    app: BrowserApp, tiny: Profile, name: str
+):
+    content, expected, tolerance = converted_inputs(picture(tiny))[name]
+    upload(app, name, content)
+    assert app.predict_message.value == "", text(app.predict_message.value)
+    decoded = np.asarray(app.prediction.image, dtype=float)
+    assert decoded.shape == (expected.height, expected.width, 3)
+    assert np.abs(decoded - np.asarray(expected, dtype=float)).mean() < tolerance
+    if tolerance < 1:  # lossless files: exactly what the expected image predicts
+        expected_probabilities = predict_probabilities(app.classifier, expected)
+        np.testing.assert_allclose(app.prediction.probabilities, expected_probabilities, atol=1e-6)
+    assert text(app.predict_result.value)
+
+
+def bad_input(name: str, valid_jpeg: bytes) -> tuple[bytes, str]:
+    """A file the app must refuse with one line, and a phrase of that line."""
+    if name == "bomb.png":  # 400 Mpx of zeros in a few kB of PNG: refused before decoding
+        return encoded(Image.new("1", (20_000, 20_000)), "PNG"), "too large to open safely"
+    return {
+        "notes.txt": (b"these are not the pixels you are looking for\n" * 20, "is not an image"),
+        "truncated.jpg": (valid_jpeg[: len(valid_jpeg) // 2], "truncated or corrupt"),
+        "empty.jpg": (b"", "is empty"),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "truncated.jpg", "empty.jpg", "bomb.png"])
+def test_bad_upload_gives_one_line_and_the_app_stays_usable(
+    app: BrowserApp, tiny: Profile, name: str
+):
+    _, path = val_image(tiny, 3)
+    content, phrase = bad_input(name, path.read_bytes())
+    upload(app, name, content)
+    message = text(app.predict_message.value)
+    assert phrase in message and name in message and "\n" not in app.predict_message.value
+    assert app.prediction is None
+    assert app.predict_image.value == b"" and app.chart.value == b""
+    assert app.predict_result.value == ""
+    app.predict_heatmap.value = True  # toggling with nothing shown is harmless
+    app.threshold.value = 0.0
+    upload(app, "good.jpg", path.read_bytes())
+    assert app.predict_message.value == ""
+    assert app.prediction is not None and app.prediction.name == "good.jpg"
+    assert len(text(app.predict_result.value).split()) == 2 * 20
+    assert max(shown(app.predict_image.value).size) == 384
+
+
+# ---------------------------------------------------------------- View Top50 Result
+
+
+def test_top50_dropdowns_list_each_class_in_rank_order(app: BrowserApp, tiny: Profile):
+    top50 = json.loads((tiny.report_dir / "top50.json").read_text())
+    assert list(app.class_dropdown.options) == [name for name in CLASSES if name in top50]
+    app.class_dropdown.value = "bird"
+    labels = [label for label, _ in app.image_dropdown.options]
+    assert labels == [f"{e['rank']}. {e['id']} ({e['score']:.3f})" for e in top50["bird"]]
+    assert [e["rank"] for e in top50["bird"]] == list(range(1, len(top50["bird"]) + 1))
+    assert app.image_dropdown.value == top50["bird"][0]["id"]
+
+
+def test_choosing_an_image_shows_it_with_confidence_and_marked_ground_truth(
+    app: BrowserApp, tiny: Profile
+):
+    top50 = json.loads((tiny.report_dir / "top50.json").read_text())
+    ids, labels = read_labels(tiny.voc_root, "val")
+    app.class_dropdown.value = "person"
+    first_image = app.top50_image.value
+    marks = set()
+    for entry in top50["person"][:6]:
+        app.image_dropdown.value = entry["id"]
+        result = text(app.top50_result.value)
+        assert f"Confidence for person: {entry['score']:.3f} (rank {entry['rank']} of" in result
+        row = labels[ids.index(entry["id"])]
+        present = [c for c, flag in zip(CLASSES, row, strict=True) if flag == 1]
+        assert f"Ground truth: {', '.join(present) or 'none'}" in result
+        mark = {1: "✓ correct", 0: "✗ wrong", -1: "◐ difficult"}[int(row[CLASS_INDEX["person"]])]
+        assert mark in result and entry["label"] == row[CLASS_INDEX["person"]]
+        marks.add(mark)
+        with Image.open(tiny.voc_root / "JPEGImages" / f"{entry['id']}.jpg") as original:
+            width, height = shown(app.top50_image.value).size
+            assert width / height == pytest.approx(original.width / original.height, rel=0.02)
+    assert app.top50_image.value != first_image
+    assert app.top50_message.value == ""
+
+
+def test_switching_class_shows_that_class_confidence(app: BrowserApp, tiny: Profile):
+    top50 = json.loads((tiny.report_dir / "top50.json").read_text())
+    for name in ("cat", "aeroplane", "tvmonitor"):
+        app.class_dropdown.value = name
+        best = top50[name][0]
+        assert app.image_dropdown.value == best["id"]
+        assert f"Confidence for {name}: {best['score']:.3f}" in text(app.top50_result.value)
+
+
+def test_top50_heatmap_toggle_changes_the_image(app: BrowserApp):
+    app.class_dropdown.value = "dog"
+    plain = app.top50_image.value
+    app.top50_heatmap.value = True
+    assert app.top50_image.value != plain
+    assert "heatmap of <b>dog</b>" in app.top50_caption.value
+    app.image_dropdown.index = 1
+    assert "heatmap of <b>dog</b>" in app.top50_caption.value
+    app.top50_heatmap.value = False
+    assert app.top50_caption.value == ""
+
+
+def test_a_missing_top50_image_is_one_line_and_others_still_show(tmp_path: Path, tiny: Profile):
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    shutil.copytree(tiny.voc_root, voc)
+    settings = tiny.settings.model_copy(
+        update={"data": tiny.settings.data.model_copy(update={"root": str(tmp_path / "data")})}
+    )
+    profile = tiny.model_copy(update={"settings": settings})
+    top50 = json.loads((profile.report_dir / "top50.json").read_text())
+    missing = top50["horse"][1]["id"]
+    (voc / "JPEGImages" / f"{missing}.jpg").unlink()
+    app = build_browser(profile)
+    app.class_dropdown.value = "horse"
+    app.image_dropdown.value = missing
+    message = text(app.top50_message.value)
+    assert f"{missing}.jpg" in message and "is missing" in message
+    assert app.top50_image.value == b""
+    app.image_dropdown.index = 2
+    assert app.top50_message.value == "" and app.top50_image.value != b""
+
+
+# ---------------------------------------------------------------- missing or broken inputs
+
+
+def test_missing_checkpoint_says_to_run_notebook_03(tmp_path: Path, tiny: Profile):
+    app = build_browser(with_dirs(tiny, runs_dir=tmp_path / "no-runs"))
+    notice = text(app.predict_notice.value)
+    assert "03_phase3_colour_flip" in notice and "phase3/best.pt not found" in notice
+    assert app.upload.disabled and app.prediction is None
+    assert app.top50_heatmap.disabled and "03_phase3_colour_flip" in app.top50_notice.value
+    app.class_dropdown.value = "bird"  # the top 50 are still browsable
+    assert "Confidence for bird" in text(app.top50_result.value)
+    assert app.top50_image.value != b""
+
+
+def test_missing_evaluation_says_to_run_notebook_04(tmp_path: Path, tiny: Profile):
+    app = build_browser(with_dirs(tiny, reports_dir=tmp_path / "no-reports"))
+    assert "04_evaluation" in app.top50_notice.value and "not found" in app.top50_notice.value
+    assert app.class_dropdown.disabled and app.image_dropdown.disabled
+    assert "starts at 0.50" in text(app.predict_notice.value)
+    assert "04_evaluation" in app.predict_notice.value
+    assert app.threshold.value == 0.5 and app.per_class.disabled
+    _, path = val_image(tiny)
+    upload(app, "still-works.jpg", path.read_bytes())
+    assert app.predict_message.value == "" and app.prediction is not None
+
+
+def test_corrupt_metrics_json_names_the_file_and_notebook_04(tmp_path: Path, tiny: Profile):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny.report_dir, reports / tiny.profile)
+    (reports / tiny.profile / "metrics.json").write_text('{"best_threshold_f1": ')
+    app = build_browser(with_dirs(tiny, reports_dir=reports))
+    notice = text(app.top50_notice.value)
+    assert "metrics.json cannot be read" in notice and "04_evaluation" in notice
+
+
+def test_top50_json_of_the_wrong_shape_names_the_field(tmp_path: Path, tiny: Profile):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny.report_dir, reports / tiny.profile)
+    (reports / tiny.profile / "top50.json").write_text('{"bird": [{"rank": 1, "id": "x"}]}')
+    app = build_browser(with_dirs(tiny, reports_dir=reports))
+    notice = text(app.top50_notice.value)
+    assert "top50.json is not what" in notice and "bird.0.score" in notice
+
+
+# ---------------------------------------------------------------- notebook 05
+
+
+@pytest.mark.slow
+def test_notebook_renders_a_prediction_under_papermill(tmp_path: Path, tiny_yaml: Path):
+    executed = tmp_path / "05_browser.ipynb"
+    subprocess.run(
+        [sys.executable, "-m", "papermill", "--no-progress-bar", "-f", str(tiny_yaml),
+         str(NOTEBOOK), str(executed)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    cells = json.loads(executed.read_text())["cells"]
+    outputs = [output for cell in cells for output in cell.get("outputs", [])]
+    widget = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    printed = "".join("".join(o.get("text", "")) for o in outputs if o["output_type"] == "stream")
+    assert len(widget) == 1
+    labels = rf"({NOT_IDENTIFIED}|([a-z]+ \d\.\d{{3}}(, )?)+)"
+    assert re.fullmatch(rf"\d{{4}}_\d{{6}}\.jpg: {labels}\n", printed), printed

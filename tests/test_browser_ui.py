@@ -1,0 +1,230 @@
+"""The browser in a real browser: Voilà serves notebook 05 for a tiny trained profile (prepared
+with papermill the way `make browse` does), and Debian's Chromium, driven by Playwright, picks a
+class and an image, uploads files, moves the threshold and toggles the heatmaps.
+
+Screenshots of each tab go to the test's tmp folder and to /tmp/browser_shots/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from test_browser import NOTEBOOK, trained_tiny_project
+
+from vocproj.browser import (
+    NOT_IDENTIFIED,
+    decode_image,
+    labels_at_threshold,
+    load_classifier,
+    predict_probabilities,
+)
+from vocproj.config import Profile, load_profile
+from vocproj.voc import read_labels
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+SHOTS = Path("/tmp/browser_shots")
+LOAD_TIMEOUT_MS = 180_000  # a fresh kernel imports torch and loads the model: slow on a small CPU
+ACTION_TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's Chromium is not at /usr/bin/chromium (apt-get install chromium; "
+        ".ci/run installs it)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> Path:
+    return trained_tiny_project(tmp_path_factory.getbasetemp() / "browser-project", small_sample)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_yaml: Path) -> Profile:
+    return load_profile(tiny_yaml)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(url: str, server: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"Voilà exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "api", timeout=5):
+                return
+        except urllib.error.HTTPError:  # any HTTP answer means the server is up
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"Voilà did not answer at {url} within {seconds} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def voila_url(tmp_path_factory: pytest.TempPathFactory, tiny_yaml: Path) -> Iterator[str]:
+    """Serve a papermill-prepared copy of notebook 05 (parameters of the tiny profile)."""
+    folder = tmp_path_factory.mktemp("voila")
+    served = folder / NOTEBOOK.name
+    subprocess.run(
+        [sys.executable, "-m", "papermill", "--prepare-only", "-f", str(tiny_yaml),
+         str(NOTEBOOK), str(served)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    port, log = free_port(), folder / "voila.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "voila", str(served), "--no-browser", f"--port={port}",
+             "--Voila.port_retries=0", "--Voila.ip=127.0.0.1", "--token=",
+             "--show_tracebacks=True"],
+            stdout=output, stderr=subprocess.STDOUT, cwd=folder,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(url, server, log, seconds=60)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, voila_url: str) -> Iterator[Page]:
+    """The app, loaded and showing its example prediction."""
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(ACTION_TIMEOUT_MS)
+    page.goto(voila_url, timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector(".vocproj-predict-result span, .vocproj-predict-result p",
+                           timeout=LOAD_TIMEOUT_MS)  # fmt: skip
+    wait_for_image(page.locator(".vocproj-chart"))
+    yield page
+    assert "Traceback" not in page.content()
+    context.close()
+
+
+def wait_for_image(image: Locator, other_than: str | None = None) -> str:
+    """Wait until an Image widget shows a decoded picture (a new one if `other_than`); its src."""
+    image.page.wait_for_function(
+        "([element, old]) => element.complete && element.naturalWidth > 0 && element.src !== old",
+        arg=[image.element_handle(), other_than],
+    )
+    return image.get_attribute("src") or ""
+
+
+def screenshot(page: Page, folder: Path, name: str) -> None:
+    path = folder / name
+    page.locator(".widget-tab").first.screenshot(path=path)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SHOTS / name)
+
+
+def choose_file(page: Page, path: Path) -> None:
+    """Click "Choose image" and pick a file in the browser's file chooser."""
+    with page.expect_file_chooser() as chooser:
+        page.locator(".vocproj-upload").click()
+    chooser.value.set_files(path)
+
+
+def test_top50_tab_shows_the_chosen_image_confidence_and_heatmap(
+    page: Page, tiny: Profile, tmp_path: Path
+):
+    top50 = json.loads((tiny.report_dir / "top50.json").read_text())
+    page.get_by_role("tab", name="View Top50 Result").click()
+    image, result = page.locator(".vocproj-top50-image"), page.locator(".vocproj-top50-result")
+    page.locator(".vocproj-class select").select_option("bird")
+    first, third = top50["bird"][0], top50["bird"][2]
+    expect(result).to_contain_text(f"Confidence for bird: {first['score']:.3f}")
+    source = wait_for_image(image)
+    page.locator(".vocproj-image select").select_option(
+        label=f"{third['rank']}. {third['id']} ({third['score']:.3f})"
+    )
+    expect(result).to_contain_text(f"Confidence for bird: {third['score']:.3f} (rank 3 of")
+    expect(result).to_contain_text("Ground truth:")
+    mark = {1: "✓ correct", 0: "✗ wrong", -1: "◐ difficult"}[third["label"]]
+    expect(result).to_contain_text(f"{mark}: bird")
+    source = wait_for_image(image, other_than=source)
+    page.locator(".vocproj-top50-heatmap").click()
+    expect(page.locator(".widget-tab")).to_contain_text("heatmap of bird")
+    wait_for_image(image, other_than=source)
+    screenshot(page, tmp_path, "view_top50_result.png")
+
+
+def test_predict_tab_upload_threshold_heatmap_and_bad_file(
+    page: Page, tiny: Profile, tmp_path: Path
+):
+    ids, _ = read_labels(tiny.voc_root, "val")
+    photo = tmp_path / "my_photo.jpg"
+    shutil.copy(tiny.voc_root / "JPEGImages" / f"{ids[7]}.jpg", photo)
+    threshold = json.loads((tiny.report_dir / "metrics.json").read_text())
+    probabilities = predict_probabilities(
+        load_classifier(tiny), decode_image(photo.read_bytes(), photo.name)
+    )
+    expected = labels_at_threshold(probabilities, threshold["best_threshold_f1"]["threshold"])
+    image, result = page.locator(".vocproj-predict-image"), page.locator(".vocproj-predict-result")
+    source = wait_for_image(image)
+
+    choose_file(page, photo)
+    expect(page.locator(".widget-tab")).to_contain_text("my_photo.jpg")
+    shown = [" ".join(chip.split()) for chip in result.locator("span").all_inner_texts()]
+    assert shown == [f"{name} {p:.3f}" for name, p in expected]
+    source = wait_for_image(image, other_than=source)
+
+    page.locator(".vocproj-predict-heatmap").click()
+    expect(page.locator(".widget-tab")).to_contain_text("heatmap of")
+    source = wait_for_image(image, other_than=source)
+    screenshot(page, tmp_path, "predict_image.png")
+
+    readout = page.locator(".vocproj-threshold .widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0.99")
+    page.keyboard.press("Enter")
+    expect(result).to_have_text(NOT_IDENTIFIED)
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    choose_file(page, notes)
+    expect(page.locator(".vocproj-predict-message")).to_contain_text(
+        "notes.txt is not an image this app can read"
+    )
+    screenshot(page, tmp_path, "predict_image_bad_file.png")
+    choose_file(page, photo)
+    expect(page.locator(".vocproj-predict-message")).to_be_empty()
+    expect(result).to_have_text(NOT_IDENTIFIED)  # the slider still says 0.99
+    wait_for_image(image)

@@ -1,0 +1,712 @@
+"""The prediction browser: the study's two-tab GUI as an ipywidgets app, with Grad-CAM heatmaps.
+
+"Predict Image" classifies an uploaded image at the chosen threshold (a live slider, or the
+per-class thresholds of metrics.json) and charts all 20 probabilities; "View Top50 Result" walks
+each class's 50 highest-scored validation images with their ground truth. Both tabs can overlay
+a Grad-CAM heatmap (pytorch-grad-cam on the backbone's last convolutional block).
+
+It reads what earlier stages wrote: the best checkpoint (`runs/<profile>/phase3/best.pt`),
+`reports/<profile>/metrics.json` and `top50.json`, and the validation images and labels.
+
+The plain-Python core (decoding an upload, predicting, labels at a threshold, top-50 option
+labels, the heatmap overlay, the probability chart) is kept apart from the widget wiring in
+`BrowserApp`. The app never raises into the notebook: every problem becomes one line of text
+in the tab where it happened, and the app stays usable.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from vocproj.config import Profile
+from vocproj.errors import CheckpointError, ScoresError, VocprojError
+from vocproj.metrics import METRICS_FILE, TOP_K_FILE
+from vocproj.model import load_checkpoint
+from vocproj.train import final_best_checkpoint, model_from_checkpoint
+from vocproj.transforms import build_transform
+from vocproj.voc import CLASS_INDEX, CLASSES, open_rgb, read_labels
+
+CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
+EVALUATION_NOTEBOOK = "notebooks/04_evaluation.ipynb"
+DEFAULT_THRESHOLD = 0.5  # used only until notebook 04 has chosen one
+DISPLAY_SIZE = 384  # longest side of a shown image, in pixels
+TOP_PREDICTION = "top prediction"
+NOT_IDENTIFIED = "Not Identified"  # the study's words when no class passes the threshold
+SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+CHIP_STYLE = 'style="font-size:14px;background:#e3ecfa;border-radius:10px;padding:2px 9px"'
+NOTICE_COLOUR, ERROR_COLOUR = "#555555", "#b00020"
+HEATMAP_CAPTION = "Grad-CAM heatmap of <b>{name}</b> on the centre crop the model sees"
+GROUND_TRUTH_MARKS = {
+    1: ("✓ correct", "is in this image", "#1b7f3b"),
+    0: ("✗ wrong", "is not in this image", "#b00020"),
+    -1: ("◐ difficult", "appears only as a difficult object", "#8a6d00"),
+}
+
+T = TypeVar("T")
+W = TypeVar("W", bound=widgets.DOMWidget)
+
+
+class ImageUploadError(VocprojError):
+    """An uploaded file is empty, not an image, truncated, corrupt or too large to open."""
+
+
+# ------------------------------------------------------------------------------ what it reads
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The best checkpoint's network in eval mode on the CPU, with its eval preprocessing."""
+
+    model: nn.Module
+    image_size: int
+    checkpoint: Path
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """One image as the 1×3×S×S batch the network was evaluated on."""
+        return build_transform("eval", self.image_size)(image).unsqueeze(0)
+
+
+class TopEntry(BaseModel):
+    """One ranked image of top50.json."""
+
+    rank: int
+    id: str
+    score: float
+    label: Literal[1, 0, -1]
+
+
+class _BestThreshold(BaseModel):
+    threshold: float
+
+
+class _ChosenThresholds(BaseModel):
+    """The part of metrics.json the browser uses."""
+
+    best_threshold_f1: _BestThreshold | None
+    per_class_thresholds: dict[str, float | None]
+
+
+_TOP50 = TypeAdapter(dict[str, list[TopEntry]])
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The thresholds chosen by notebook 04 and each class's 50 highest-scored images."""
+
+    threshold: float
+    per_class_thresholds: dict[str, float | None]
+    top50: dict[str, list[TopEntry]]
+
+
+def load_classifier(profile: Profile) -> Classifier:
+    """The best checkpoint over all phases; a missing one names the notebook that writes it."""
+    path = final_best_checkpoint(profile)
+    if not path.is_file():
+        raise CheckpointError(
+            f"No trained model yet: {path} not found. Run {CHECKPOINT_NOTEBOOK} first "
+            f"(or `python -m vocproj train --profile {profile.profile} --phase all`)."
+        )
+    checkpoint = load_checkpoint(path)
+    if list(checkpoint.get("classes", [])) != list(CLASSES):
+        raise CheckpointError(
+            f"{path} was not trained on the 20 VOC classes in their official order; "
+            f"retrain with {CHECKPOINT_NOTEBOOK}."
+        )
+    try:
+        model = model_from_checkpoint(profile, checkpoint).eval()
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path} does not fit model.backbone={profile.settings.model.backbone!r} of the "
+            f"profile ({str(err)[:200]}); retrain with {CHECKPOINT_NOTEBOOK}."
+        ) from None
+    image_size = int(checkpoint.get("image_size", profile.settings.train.image_size))
+    return Classifier(model, image_size, path)
+
+
+def load_evaluation(profile: Profile) -> Evaluation:
+    """metrics.json's chosen thresholds and top50.json; a missing file names notebook 04."""
+    metrics = _read_report_json(profile, METRICS_FILE)
+    top50 = _read_report_json(profile, TOP_K_FILE)
+    try:
+        chosen = _ChosenThresholds.model_validate(metrics)
+    except ValidationError as err:
+        raise _invalid_report(profile, METRICS_FILE, err) from None
+    try:
+        ranked = _TOP50.validate_python(top50)
+    except ValidationError as err:
+        raise _invalid_report(profile, TOP_K_FILE, err) from None
+    best = chosen.best_threshold_f1
+    return Evaluation(
+        threshold=best.threshold if best is not None else DEFAULT_THRESHOLD,
+        per_class_thresholds=chosen.per_class_thresholds,
+        top50={
+            name: sorted(ranked[name], key=lambda e: e.rank) for name in CLASSES if name in ranked
+        },
+    )
+
+
+def _read_report_json(profile: Profile, name: str) -> Any:
+    path = profile.report_dir / name
+    if not path.is_file():
+        raise ScoresError(
+            f"No evaluation results yet: {path} not found. Run {EVALUATION_NOTEBOOK} first "
+            f"(or `python -m vocproj evaluate --profile {profile.profile}`)."
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ScoresError(f"{path} cannot be read ({err}); rerun {EVALUATION_NOTEBOOK}.") from None
+
+
+def _invalid_report(profile: Profile, name: str, err: ValidationError) -> ScoresError:
+    problem = err.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"])
+    return ScoresError(
+        f"{profile.report_dir / name} is not what {EVALUATION_NOTEBOOK} writes "
+        f"({where}: {problem['msg']}); rerun {EVALUATION_NOTEBOOK}."
+    )
+
+
+def load_ground_truth(profile: Profile) -> dict[str, np.ndarray]:
+    """Each validation image's 20 labels (1 present, 0 absent, -1 difficult only), by id."""
+    ids, labels = read_labels(profile.voc_root, profile.settings.data.val_split)
+    return dict(zip(ids, labels, strict=True))
+
+
+def validation_image_path(profile: Profile, image_id: str) -> Path:
+    return profile.voc_root / "JPEGImages" / f"{image_id}.jpg"
+
+
+# ------------------------------------------------------------------------------ the core
+
+
+def decode_image(content: bytes, name: str) -> Image.Image:
+    """An uploaded file as an upright RGB image (EXIF orientation applied, alpha on white)."""
+    if not content:
+        raise ImageUploadError(f"{name} is empty; choose an image file (JPEG, PNG, ...).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as image:
+                image.load()
+                return to_rgb(ImageOps.exif_transpose(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageUploadError(
+            f"{name} is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); "
+            f"scale it down and upload it again."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageUploadError(
+            f"{name} is not an image this app can read; choose a JPEG, PNG, GIF, BMP or WebP file."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageUploadError(
+            f"{name} cannot be decoded ({err}); the file may be truncated or corrupt."
+        ) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: 16-bit scaled to 8-bit, transparency composited on white."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return image.convert("RGB")
+
+
+@torch.no_grad()
+def predict_probabilities(classifier: Classifier, image: Image.Image) -> np.ndarray:
+    """The 20 class probabilities (sigmoid of the logits) of one RGB image."""
+    logits = classifier.model(classifier.preprocess(image))
+    return torch.sigmoid(logits)[0].numpy()
+
+
+def threshold_vector(
+    threshold: float, per_class: Mapping[str, float | None] | None = None
+) -> np.ndarray:
+    """One threshold per class: the per-class value where there is one, else `threshold`."""
+    chosen = per_class or {}
+    return np.array([
+        threshold if chosen.get(name) is None else chosen[name] for name in CLASSES
+    ], dtype=float)  # fmt: skip
+
+
+def labels_at_threshold(
+    probabilities: np.ndarray, thresholds: float | np.ndarray
+) -> list[tuple[str, float]]:
+    """The classes with probability ≥ their threshold, as (name, probability), highest first."""
+    limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(CLASSES),))
+    found = [
+        (name, float(p))
+        for name, p, limit in zip(CLASSES, probabilities, limits, strict=True)
+        if p >= limit
+    ]
+    return sorted(found, key=lambda item: -item[1])
+
+
+def top50_options(entries: Sequence[TopEntry]) -> list[tuple[str, str]]:
+    """Dropdown options `rank. id (score)` → id, in rank order."""
+    return [
+        (f"{e.rank}. {e.id} ({e.score:.3f})", e.id) for e in sorted(entries, key=lambda e: e.rank)
+    ]
+
+
+def gradcam_target_layer(model: nn.Module) -> nn.Module:
+    """The backbone's last convolutional block: `layer4[-1]` of a ResNet, else `features[-1]`."""
+    for blocks in ("layer4", "features"):
+        if hasattr(model, blocks):
+            return getattr(model, blocks)[-1]
+    raise CheckpointError(
+        f"heatmaps need a ResNet-like (layer4) or a features-based backbone; "
+        f"{type(model).__name__} has neither."
+    )
+
+
+def gradcam_map(classifier: Classifier, image: Image.Image, class_index: int) -> np.ndarray:
+    """Grad-CAM of one class over the model's S×S input, scaled to [0, 1]."""
+    layer = gradcam_target_layer(classifier.model)
+    with GradCAM(model=classifier.model, target_layers=[layer]) as cam:
+        maps = cam(
+            input_tensor=classifier.preprocess(image),
+            targets=[ClassifierOutputTarget(class_index)],
+        )
+    return maps[0]
+
+
+def fit_for_display(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
+    """Scale the image (up or down) so that its longest side is `size` pixels."""
+    scale = size / max(image.size)
+    shape = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(shape, Image.Resampling.LANCZOS)
+
+
+def centre_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centred square box that the eval transform's resize + centre crop keeps."""
+    width, height = size
+    side = min(width, height)
+    left, top = round((width - side) / 2), round((height - side) / 2)
+    return left, top, left + side, top + side
+
+
+def heatmap_overlay(classifier: Classifier, image: Image.Image, class_index: int) -> Image.Image:
+    """The shown image with a class's Grad-CAM blended over the centre square the model sees.
+
+    The rest of the image, which the centre crop drops, is dimmed.
+    """
+    shown = fit_for_display(image)
+    box = centre_square(shown.size)
+    side = box[2] - box[0]
+    cam = Image.fromarray(gradcam_map(classifier, image, class_index).astype(np.float32), "F")
+    mask = np.clip(np.asarray(cam.resize((side, side), Image.Resampling.BILINEAR)), 0, 1)
+    crop = np.asarray(shown.crop(box), dtype=np.float32) / 255
+    blended = Image.fromarray(show_cam_on_image(crop, mask, use_rgb=True, image_weight=0.55))
+    result = ImageEnhance.Brightness(shown).enhance(0.4)
+    result.paste(blended, box[:2])
+    return result
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def probability_chart_png(probabilities: np.ndarray, thresholds: np.ndarray) -> bytes:
+    """A horizontal bar chart of the 20 probabilities with the threshold(s) drawn, as PNG."""
+    figure = Figure(figsize=(3.9, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    rows = np.arange(len(CLASSES))
+    passed = probabilities >= thresholds
+    ax.barh(rows, probabilities, color=np.where(passed, "#1f77b4", "#c5cbd3"), height=0.7)
+    if np.all(thresholds == thresholds[0]):
+        ax.axvline(thresholds[0], color="#d62728", linestyle="--", linewidth=1.2)
+        title = f"threshold {thresholds[0]:.2f}"
+    else:
+        ax.scatter(thresholds, rows, marker="|", s=120, color="#d62728", linewidths=1.6)
+        title = "per-class thresholds"
+    ax.set_yticks(rows, CLASSES, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(f"All 20 classes ({title})", fontsize=9, color="#d62728")
+    ax.grid(axis="x", alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ------------------------------------------------------------------------------ the widgets
+
+
+@dataclass
+class Prediction:
+    """The image shown in the Predict Image tab and its probabilities."""
+
+    name: str
+    image: Image.Image
+    probabilities: np.ndarray
+
+
+def _attempt(load: Callable[[Profile], T], profile: Profile) -> tuple[T | None, str]:
+    """Run a loader; on failure return None and the one-line reason instead of raising."""
+    try:
+        return load(profile), ""
+    except VocprojError as err:
+        return None, one_line(str(err))
+    except Exception as err:  # a broken file must not stop the rest of the app from loading
+        return None, one_line(f"{type(err).__name__}: {err}")
+
+
+def _tagged(widget: W, name: str) -> W:
+    """Give a widget the CSS class `vocproj-<name>`, which the browser tests select it by."""
+    widget.add_class(f"vocproj-{name}")
+    return widget
+
+
+def _picture(fmt: str) -> widgets.Image:
+    return widgets.Image(format=fmt, layout=widgets.Layout(display="none"))
+
+
+def _show_picture(picture: widgets.Image, data: bytes) -> None:
+    """Set an Image widget's bytes; an empty one is hidden, not drawn as a broken image."""
+    picture.value = data
+    picture.layout.display = None if data else "none"
+
+
+def _text_line(text: str, colour: str) -> str:
+    return f'<span style="color:{colour}">{html.escape(one_line(text))}</span>' if text else ""
+
+
+class BrowserApp:
+    """The two tabs as widgets; each part is an attribute, so tests drive it without a browser.
+
+    `widget` is what a notebook displays. Each tab has a `notice` line (what is missing, in
+    grey, for as long as it is missing) and a `message` line (the last action's problem, in red).
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.classifier, classifier_problem = _attempt(load_classifier, profile)
+        self.evaluation, evaluation_problem = _attempt(load_evaluation, profile)
+        self.ground_truth, self.truth_problem = (
+            _attempt(load_ground_truth, profile) if self.evaluation else (None, "")
+        )
+        self.prediction: Prediction | None = None
+        self._filling_images = False
+        self.predict_tab = self._build_predict_tab()
+        self.top50_tab = self._build_top50_tab()
+        self.widget = widgets.Tab(
+            children=[self.predict_tab, self.top50_tab],
+            titles=("Predict Image", "View Top50 Result"),
+        )
+        self._start_predict_tab(classifier_problem, evaluation_problem)
+        self._start_top50_tab(classifier_problem, evaluation_problem)
+
+    # ---------------------------------------------------------------- Predict Image
+
+    def _build_predict_tab(self) -> widgets.VBox:
+        self.upload = _tagged(widgets.FileUpload(
+            accept="image/*", multiple=False, description="Choose image", icon="upload",
+            button_style="primary",
+        ), "upload")  # fmt: skip
+        self.threshold = _tagged(widgets.FloatSlider(
+            value=self.evaluation.threshold if self.evaluation else DEFAULT_THRESHOLD,
+            min=0.0, max=1.0, step=0.01, description="Threshold", readout_format=".2f",
+            layout=widgets.Layout(width="320px"),
+        ), "threshold")  # fmt: skip
+        self.per_class = widgets.Checkbox(
+            value=False, description="per-class thresholds (metrics.json)", indent=False,
+            disabled=self.evaluation is None, layout=widgets.Layout(width="auto"),
+        )  # fmt: skip
+        self.predict_heatmap = _tagged(widgets.ToggleButton(
+            description="show heatmap", icon="fire", tooltip="overlay a Grad-CAM heatmap"
+        ), "predict-heatmap")  # fmt: skip
+        self.heatmap_class = widgets.Dropdown(
+            options=[TOP_PREDICTION, *CLASSES], description="heatmap of",
+            layout=widgets.Layout(width="250px"),
+        )  # fmt: skip
+        self.predict_notice = widgets.HTML()
+        self.predict_message = _tagged(widgets.HTML(), "predict-message")
+        self.predict_image = _tagged(_picture("jpeg"), "predict-image")
+        self.predict_caption = widgets.HTML()
+        self.predict_result = _tagged(widgets.HTML(), "predict-result")
+        self.chart = _tagged(_picture("png"), "chart")
+        self.upload.observe(lambda _: self._in_predict_tab(self._on_upload), "value")
+        self.threshold.observe(lambda _: self._in_predict_tab(self._show_labels), "value")
+        self.per_class.observe(lambda _: self._in_predict_tab(self._on_threshold_mode), "value")
+        for control in (self.predict_heatmap, self.heatmap_class):
+            control.observe(lambda _: self._in_predict_tab(self._show_predict_image), "value")
+        row = widgets.Layout(align_items="center", grid_gap="16px")
+        return widgets.VBox([
+            widgets.HBox([self.upload, self.threshold, self.per_class], layout=row),
+            widgets.HBox([self.predict_heatmap, self.heatmap_class], layout=row),
+            self.predict_notice, self.predict_message,
+            widgets.HBox([
+                widgets.VBox(
+                    [self.predict_image, self.predict_caption, self.predict_result],
+                    layout=widgets.Layout(align_items="flex-start", max_width=f"{DISPLAY_SIZE}px"),
+                ),
+                self.chart,
+            ], layout=widgets.Layout(align_items="flex-start", grid_gap="32px")),
+        ])  # fmt: skip
+
+    def _start_predict_tab(self, classifier_problem: str, evaluation_problem: str) -> None:
+        if self.classifier is None:
+            self.upload.disabled = self.predict_heatmap.disabled = True
+            self.predict_notice.value = _text_line(classifier_problem, NOTICE_COLOUR)
+            return
+        if self.evaluation is None:
+            self.predict_notice.value = _text_line(
+                f"The threshold starts at {DEFAULT_THRESHOLD:.2f}. {evaluation_problem}",
+                NOTICE_COLOUR,
+            )
+        self._in_predict_tab(self._show_example)
+
+    def _show_example(self) -> None:
+        """Start with the top-1 validation image of the first class, as if it were uploaded."""
+        if self.evaluation is None or not self.evaluation.top50:
+            return
+        name, entries = next(iter(self.evaluation.top50.items()))
+        path = validation_image_path(self.profile, entries[0].id)
+        self._predict_bytes(path.name, path.read_bytes())
+        self.predict_caption.value = (
+            f"<i>Example: {html.escape(path.name)}, the top-1 validation image for {name}. "
+            f"Upload your own with <b>Choose image</b>.</i>"
+        )
+
+    def _on_upload(self) -> None:
+        if self.upload.value:
+            upload = self.upload.value[0]
+            self._predict_bytes(upload["name"], bytes(upload["content"]))
+
+    def _predict_bytes(self, name: str, content: bytes) -> None:
+        """Decode, predict and show an image file's bytes (what an upload does)."""
+        if self.classifier is None:
+            raise CheckpointError(f"No model to predict with: run {CHECKPOINT_NOTEBOOK} first.")
+        self.prediction = None
+        for part in (self.predict_image, self.chart):
+            _show_picture(part, b"")
+        self.predict_caption.value = self.predict_result.value = ""
+        self._say(self.predict_message, "")
+        image = decode_image(content, name)
+        self.prediction = Prediction(name, image, predict_probabilities(self.classifier, image))
+        self._show_predict_image()
+        self._show_labels()
+
+    def _on_threshold_mode(self) -> None:
+        self.threshold.disabled = self.per_class.value
+        self._show_labels()
+
+    def thresholds(self) -> np.ndarray:
+        """The 20 thresholds in force: the slider's value, or metrics.json's per-class values."""
+        per_class = self.evaluation.per_class_thresholds if self.evaluation else None
+        return threshold_vector(self.threshold.value, per_class if self.per_class.value else None)
+
+    def found_labels(self) -> list[tuple[str, float]]:
+        """The shown image's classes at the thresholds in force, highest probability first."""
+        if self.prediction is None:
+            return []
+        return labels_at_threshold(self.prediction.probabilities, self.thresholds())
+
+    def _show_labels(self) -> None:
+        if self.prediction is None:
+            return
+        found = self.found_labels()
+        chips = "".join(f"<span {CHIP_STYLE}><b>{name}</b> {p:.3f}</span>" for name, p in found)
+        self.predict_result.value = (
+            f'<div style="display:flex;flex-wrap:wrap;gap:6px;margin:6px 0">{chips}</div>'
+            if found
+            else f'<p style="font-size:15px;margin:6px 0"><b>{NOT_IDENTIFIED}</b></p>'
+        )
+        chart = probability_chart_png(self.prediction.probabilities, self.thresholds())
+        _show_picture(self.chart, chart)
+
+    def heatmap_class_index(self, probabilities: np.ndarray) -> int:
+        """The class of the Predict tab's heatmap: the chosen one, or the top prediction."""
+        if self.heatmap_class.value == TOP_PREDICTION:
+            return int(np.argmax(probabilities))
+        return CLASS_INDEX[self.heatmap_class.value]
+
+    def _show_predict_image(self) -> None:
+        if self.prediction is None:
+            return
+        caption = f"<i>{html.escape(self.prediction.name)}</i>"
+        if self.predict_heatmap.value:
+            index = self.heatmap_class_index(self.prediction.probabilities)
+            image = self._heatmap(self.prediction.image, index)
+            caption += f"<br>{HEATMAP_CAPTION.format(name=CLASSES[index])}"
+        else:
+            image = fit_for_display(self.prediction.image)
+        _show_picture(self.predict_image, jpeg_bytes(image))
+        self.predict_caption.value = caption
+
+    def _heatmap(self, image: Image.Image, class_index: int) -> Image.Image:
+        if self.classifier is None:
+            raise CheckpointError(f"No model for a heatmap: run {CHECKPOINT_NOTEBOOK} first.")
+        return heatmap_overlay(self.classifier, image, class_index)
+
+    def summary(self) -> str:
+        """What the Predict Image tab shows, as one line of text."""
+        if self.prediction is None:
+            return "no image predicted"
+        found = self.found_labels()
+        labels = ", ".join(f"{n} {p:.3f}" for n, p in found) if found else NOT_IDENTIFIED
+        return f"{self.prediction.name}: {labels}"
+
+    # ---------------------------------------------------------------- View Top50 Result
+
+    def _build_top50_tab(self) -> widgets.VBox:
+        self.class_dropdown = _tagged(widgets.Dropdown(
+            options=list(self.evaluation.top50) if self.evaluation else [],
+            description="Class", layout=widgets.Layout(width="230px"),
+        ), "class")  # fmt: skip
+        self.image_dropdown = _tagged(widgets.Dropdown(
+            options=[], description="Image (Top50)", layout=widgets.Layout(width="380px"),
+            style={"description_width": "initial"},
+        ), "image")  # fmt: skip
+        self.top50_heatmap = _tagged(widgets.ToggleButton(
+            description="show heatmap", icon="fire", tooltip="overlay a Grad-CAM heatmap"
+        ), "top50-heatmap")  # fmt: skip
+        self.top50_notice = widgets.HTML()
+        self.top50_message = _tagged(widgets.HTML(), "top50-message")
+        self.top50_image = _tagged(_picture("jpeg"), "top50-image")
+        self.top50_caption = widgets.HTML()
+        self.top50_result = _tagged(widgets.HTML(), "top50-result")
+        self.class_dropdown.observe(lambda _: self._in_top50_tab(self._on_class), "value")
+        self.image_dropdown.observe(lambda _: self._in_top50_tab(self._on_image), "value")
+        self.top50_heatmap.observe(lambda _: self._in_top50_tab(self._show_top50_image), "value")
+        controls = [self.class_dropdown, self.image_dropdown, self.top50_heatmap]
+        row = widgets.Layout(align_items="center", grid_gap="16px")
+        return widgets.VBox([
+            widgets.HBox(controls, layout=row),
+            self.top50_notice, self.top50_message,
+            self.top50_image, self.top50_caption, self.top50_result,
+        ], layout=widgets.Layout(align_items="flex-start"))  # fmt: skip
+
+    def _start_top50_tab(self, classifier_problem: str, evaluation_problem: str) -> None:
+        if self.evaluation is None:
+            for control in (self.class_dropdown, self.image_dropdown, self.top50_heatmap):
+                control.disabled = True
+            self.top50_notice.value = _text_line(evaluation_problem, NOTICE_COLOUR)
+            return
+        if self.classifier is None:
+            self.top50_heatmap.disabled = True
+            self.top50_notice.value = _text_line(
+                f"Heatmaps need the model. {classifier_problem}", NOTICE_COLOUR
+            )
+        self._in_top50_tab(self._on_class)
+
+    def _on_class(self) -> None:
+        """List the chosen class's top 50 and show its first image."""
+        assert self.evaluation is not None
+        self._filling_images = True
+        try:
+            entries = self.evaluation.top50[self.class_dropdown.value]
+            self.image_dropdown.options = top50_options(entries)
+            self.image_dropdown.index = 0 if entries else None
+        finally:
+            self._filling_images = False
+        self._show_top50_image()
+
+    def _on_image(self) -> None:
+        if not self._filling_images:
+            self._show_top50_image()
+
+    def selected_entry(self) -> TopEntry | None:
+        """The top50.json entry of the image chosen in the Top50 tab."""
+        if self.evaluation is None or self.class_dropdown.value is None:
+            return None
+        entries = self.evaluation.top50[self.class_dropdown.value]
+        return next((e for e in entries if e.id == self.image_dropdown.value), None)
+
+    def _show_top50_image(self) -> None:
+        entry, name = self.selected_entry(), self.class_dropdown.value
+        if entry is None:
+            return
+        _show_picture(self.top50_image, b"")
+        self.top50_result.value = self._top50_text(entry, name)
+        self.top50_caption.value = ""
+        self._say(self.top50_message, "")
+        image = open_rgb(validation_image_path(self.profile, entry.id))
+        if self.top50_heatmap.value:
+            image = self._heatmap(image, CLASS_INDEX[name])
+            self.top50_caption.value = HEATMAP_CAPTION.format(name=name)
+        _show_picture(self.top50_image, jpeg_bytes(fit_for_display(image)))
+
+    def _top50_text(self, entry: TopEntry, name: str) -> str:
+        """Confidence, rank and ground truth of a top-50 image, marked correct or not."""
+        count = len(self.evaluation.top50[name]) if self.evaluation else 0
+        lines = [
+            f'<p style="font-size:15px;margin:4px 0">Confidence for <b>{name}</b>: '
+            f"<b>{entry.score:.3f}</b> &nbsp;(rank {entry.rank} of {count})</p>"
+        ]
+        labels = (self.ground_truth or {}).get(entry.id)
+        if labels is None:
+            reason = self.truth_problem or f"{entry.id} is not in the validation labels"
+            lines.append(f"<p>Ground truth unavailable: {html.escape(reason)}</p>")
+            return "".join(lines)
+        present = [c for c, flag in zip(CLASSES, labels, strict=True) if flag == 1]
+        difficult = [c for c, flag in zip(CLASSES, labels, strict=True) if flag == -1]
+        truth = ", ".join(present) or "none"
+        if difficult:
+            truth += f" (difficult only: {', '.join(difficult)})"
+        mark, meaning, colour = GROUND_TRUTH_MARKS[int(labels[CLASS_INDEX[name]])]
+        lines.append(f'<p style="margin:4px 0">Ground truth: {truth}</p>')
+        lines.append(
+            f'<p style="margin:4px 0;color:{colour};font-weight:bold">{mark}: {name} {meaning}</p>'
+        )
+        return "".join(lines)
+
+    # ---------------------------------------------------------------- errors
+
+    def _in_predict_tab(self, action: Callable[[], None]) -> None:
+        self._reporting_errors(self.predict_message, action)
+
+    def _in_top50_tab(self, action: Callable[[], None]) -> None:
+        self._reporting_errors(self.top50_message, action)
+
+    def _reporting_errors(self, message: widgets.HTML, action: Callable[[], None]) -> None:
+        """Run a widget action; an error becomes one line in the tab, never a traceback."""
+        try:
+            action()
+        except VocprojError as err:
+            self._say(message, str(err))
+        except Exception as err:  # whatever a file or a library does, the app stays usable
+            self._say(message, f"Unexpected error ({type(err).__name__}: {err}).")
+
+    @staticmethod
+    def _say(message: widgets.HTML, text: str) -> None:
+        """Show a problem in a tab's message line (an empty text clears it)."""
+        message.value = _text_line(f"⚠ {text}" if text else "", ERROR_COLOUR)
+
+
+def build_browser(profile: Profile) -> BrowserApp:
+    """The app for a profile (what notebook 05 displays); problems show up inside it."""
+    return BrowserApp(profile)
