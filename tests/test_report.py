@@ -140,15 +140,17 @@ def test_threshold_summary_states_the_choice_and_the_honest_estimate(metrics):
 def test_phase_description_names_each_phase_augmentation():
     settings = load_profile("sample").settings
     first, second, third = (report.phase_description(settings, phase) for phase in (1, 2, 3))
-    assert "4 epochs" in first and "rotate by" not in first
+    assert f"{settings.train.phases[0].epochs} epochs" in first and "rotate by" not in first
     assert "±10°" in second and "112 px" in second
     assert "saturation by ±0.05" in third and "flip horizontally" in third
 
 
 def test_differences_from_the_study_come_from_the_settings():
     assert report.differences_from_study(load_profile("voc2012").settings) == []
-    sample = report.differences_from_study(load_profile("sample").settings)
-    assert len(sample) == 4 and "4/4/4 epochs per phase instead of 15/15/15" in sample
+    settings = load_profile("sample").settings
+    epochs = "/".join(str(phase.epochs) for phase in settings.train.phases)
+    sample = report.differences_from_study(settings)
+    assert len(sample) == 4 and f"{epochs} epochs per phase instead of 15/15/15" in sample
 
 
 # ---------------------------------------------------------------- run files
