@@ -43,7 +43,7 @@ from vocproj.metrics import METRICS_FILE, TOP_K_FILE
 from vocproj.model import load_checkpoint
 from vocproj.train import final_best_checkpoint, model_from_checkpoint
 from vocproj.transforms import build_transform
-from vocproj.voc import CLASS_INDEX, CLASSES, open_rgb, read_labels
+from vocproj.voc import CLASS_INDEX, CLASSES, jpeg_path, open_rgb, read_labels
 
 CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
 EVALUATION_NOTEBOOK = "notebooks/04_evaluation.ipynb"
@@ -190,10 +190,6 @@ def load_ground_truth(profile: Profile) -> dict[str, np.ndarray]:
     """Each validation image's 20 labels (1 present, 0 absent, -1 difficult only), by id."""
     ids, labels = read_labels(profile.voc_root, profile.settings.data.val_split)
     return dict(zip(ids, labels, strict=True))
-
-
-def validation_image_path(profile: Profile, image_id: str) -> Path:
-    return profile.voc_root / "JPEGImages" / f"{image_id}.jpg"
 
 
 # ------------------------------------------------------------------------------ the core
@@ -494,7 +490,7 @@ class BrowserApp:
         if self.evaluation is None or not self.evaluation.top50:
             return
         name, entries = next(iter(self.evaluation.top50.items()))
-        path = validation_image_path(self.profile, entries[0].id)
+        path = jpeg_path(self.profile.voc_root, entries[0].id)
         self._predict_bytes(path.name, path.read_bytes())
         self.predict_caption.value = (
             f"<i>Example: {html.escape(path.name)}, the top-1 validation image for {name}. "
@@ -654,7 +650,7 @@ class BrowserApp:
         self.top50_result.value = self._top50_text(entry, name)
         self.top50_caption.value = ""
         self._say(self.top50_message, "")
-        image = open_rgb(validation_image_path(self.profile, entry.id))
+        image = open_rgb(jpeg_path(self.profile.voc_root, entry.id))
         if self.top50_heatmap.value:
             image = self._heatmap(image, CLASS_INDEX[name])
             self.top50_caption.value = HEATMAP_CAPTION.format(name=name)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from vocproj.errors import DownloadError
 from vocproj.io import atomic_write_text
+from vocproj.voc import jpeg_path
 
 ARCHIVE_NAME = "VOCtrainval_11-May-2012.tar"
 ARCHIVE_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"
@@ -98,7 +99,7 @@ def _is_full_tree(voc_dir: Path) -> bool:
         if line.strip()
     ]
     return bool(ids) and all(
-        (voc_dir / "JPEGImages" / f"{image_id}.jpg").is_file()
+        jpeg_path(voc_dir, image_id).is_file()
         and (voc_dir / "Annotations" / f"{image_id}.xml").is_file()
         for image_id in ids
     )

@@ -30,6 +30,7 @@ from vocproj.voc import (
     DIFFICULT_ONLY,
     FIX_DATA_HINT,
     PRESENT,
+    jpeg_path,
     labels_from_objects,
     open_rgb,
     parse_annotation,
@@ -81,7 +82,7 @@ def summarise_split(voc_root: PathLike, split: str) -> SplitSummary:
         labels=np.stack([labels_from_objects(objects) for objects in annotations]),
         objects=np.array([len(objects) for objects in annotations]),
         difficult_objects=np.array([sum(d for _, d in objects) for objects in annotations]),
-        sizes=np.array([image_size(root / "JPEGImages" / f"{i}.jpg") for i in ids]),
+        sizes=np.array([image_size(jpeg_path(root, i)) for i in ids]),
     )
 
 
@@ -217,7 +218,7 @@ def plot_examples(
         ax.set_axis_off()
         if index < shown:
             image_id = summary.ids[index]
-            ax.imshow(open_rgb(Path(voc_root) / "JPEGImages" / f"{image_id}.jpg"))
+            ax.imshow(open_rgb(jpeg_path(voc_root, image_id)))
             ax.set_title(f"{image_id}\n{label_text(summary.labels[index])}", fontsize="small")
     fig.suptitle(f"Example images of the {summary.split} split with their labels")
     return finish_figure(fig, path)
@@ -247,7 +248,7 @@ def plot_augmentation_preview(
     with torch.random.fork_rng():
         torch.manual_seed(derived_seed(settings.seed, "preview", phase))
         for row, image_id in zip(axes, ids, strict=True):
-            image = open_rgb(voc_root / "JPEGImages" / f"{image_id}.jpg")
+            image = open_rgb(jpeg_path(voc_root, image_id))
             _show(row[0], np.asarray(image), f"{image_id} (original)")
             for draw, ax in enumerate(row[1:], start=1):
                 tensor = denormalise(transform(image))

@@ -50,9 +50,14 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return images.to(self.device, non_blocking=self.pin_memory, memory_format=memory_format)
+        return images.to(
+            self.device, non_blocking=self.pin_memory, memory_format=self.memory_format
+        )
 
 
 def select_device(choice: str) -> torch.device:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from vocproj.errors import ConfigError, DatasetError
 from vocproj.io import atomic_write_json
-from vocproj.voc import CLASSES
+from vocproj.voc import CLASSES, jpeg_path
 
 DEFAULT_SEED = 0
 DEFAULT_N_TRAIN = 300
@@ -719,7 +719,7 @@ def _write_tree(voc: Path, manifest: Mapping[str, Any], *, progress: bool) -> No
             for index, plan in enumerate(plans):
                 rng = np.random.default_rng([seed, _RENDER_STREAM, _SPLIT_STREAMS[split], index])
                 image, objects = _render(plan, rng)
-                (voc / "JPEGImages" / f"{plan.image_id}.jpg").write_bytes(_jpeg_bytes(image))
+                jpeg_path(voc, plan.image_id).write_bytes(_jpeg_bytes(image))
                 xml = _annotation_xml(plan, image.size, objects)
                 (voc / "Annotations" / f"{plan.image_id}.xml").write_bytes(xml)
                 flags[split][plan.image_id] = _class_flags(objects)

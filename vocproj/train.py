@@ -139,10 +139,6 @@ def state_for_model(profile: Profile, phase: int, runtime: Runtime, model: nn.Mo
     return PhaseState(model, optimizer, scheduler)
 
 
-def memory_format(runtime: Runtime) -> torch.memory_format:
-    return torch.channels_last if runtime.channels_last else torch.contiguous_format
-
-
 class Float32Linear(nn.Linear):
     """A linear layer that computes in float32 under autocast too.
 
@@ -169,7 +165,7 @@ def with_float32_head(model: nn.Module) -> nn.Module:
 
 def on_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
     """The model on the runtime's device and memory format, compiled if the runtime says so."""
-    model = with_float32_head(model).to(runtime.device, memory_format=memory_format(runtime))
+    model = with_float32_head(model).to(runtime.device, memory_format=runtime.memory_format)
     if runtime.compile:
         model.compile()  # in place: the state dict keeps its keys
     return model
@@ -211,9 +207,10 @@ def carry_best_checkpoint(profile: Profile, phase: int) -> None:
         tmp.replace(target)
 
 
-def resume_phase_state(profile: Profile, phase: int, runtime: Runtime, path: Path) -> PhaseState:
-    """Rebuild model, optimiser, schedule and history from a phase's last.pt."""
-    checkpoint = load_checkpoint(path)
+def resume_phase_state(
+    profile: Profile, phase: int, runtime: Runtime, checkpoint: dict[str, Any]
+) -> PhaseState:
+    """Rebuild model, optimiser, schedule and history from a phase's last.pt contents."""
     state = state_for_model(profile, phase, runtime, model_from_checkpoint(profile, checkpoint))
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -227,8 +224,9 @@ def starting_state(profile: Profile, phase: int, runtime: Runtime, retrain: bool
     """Resume from last.pt when it belongs to these settings; otherwise start the phase over."""
     path = phase_dir(profile, phase) / LAST
     if path.is_file() and not retrain:
-        if same_settings(load_checkpoint(path), profile, phase):
-            return resume_phase_state(profile, phase, runtime, path)
+        checkpoint = load_checkpoint(path)
+        if same_settings(checkpoint, profile, phase):
+            return resume_phase_state(profile, phase, runtime, checkpoint)
         tqdm.write(f"{path} was trained with other settings: phase {phase} starts over.")
     discard_phases_from(profile, phase)
     return new_phase_state(profile, phase, runtime)

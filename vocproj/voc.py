@@ -46,6 +46,11 @@ FIX_DATA_HINT = (
 )
 
 
+def jpeg_path(voc_root: str | os.PathLike[str], image_id: str) -> Path:
+    """Where a VOC tree keeps the picture of `image_id`."""
+    return Path(voc_root) / "JPEGImages" / f"{image_id}.jpg"
+
+
 def check_voc_root(voc_root: str | os.PathLike[str]) -> Path:
     """Return `voc_root` as a Path after checking it looks like a VOC2012 directory."""
     root = Path(voc_root)
@@ -247,7 +252,7 @@ class VOCClassification(torch.utils.data.Dataset):
                 )
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / "JPEGImages" / f"{image_id}.jpg"
+        return jpeg_path(self.root, image_id)
 
     def __len__(self) -> int:
         return len(self.ids)
