@@ -40,11 +40,12 @@ def annotation_xml(image_id: str, objects: Objects) -> str:
 """
 
 
-def expected_flag(objects: Objects, name: str) -> int:
+def devkit_flag(objects: Objects, name: str) -> int:
+    """The devkit's per-class file value: 1 present, -1 absent, 0 only difficult objects."""
     flags = [difficult for cls, difficult in objects if cls == name]
     if not flags:
-        return 0
-    return -1 if all(flags) else 1
+        return -1
+    return 0 if all(flags) else 1
 
 
 def write_voc_tree(
@@ -67,7 +68,7 @@ def write_voc_tree(
         (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         if class_files:
             for name in CLASSES:
-                lines = "".join(f"{i} {expected_flag(images[i], name):2d}\n" for i in ids)
+                lines = "".join(f"{i} {devkit_flag(images[i], name):2d}\n" for i in ids)
                 (voc / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text(lines)
     return voc
 
@@ -84,3 +85,15 @@ def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vocproj.sample import write_sample_dataset
 
     return write_sample_dataset(tmp_path_factory.mktemp("sample"), seed=0, n_train=64, n_val=40)
+
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "voc2007-real"
+REAL_VOC = REAL_DATA / "VOCdevkit" / "VOC2007"
+
+
+@pytest.fixture(scope="session")
+def real_voc() -> Path:
+    """../shared's 2,000 real VOC2007 photos (devkit layout); the tests need them."""
+    if not (REAL_VOC / "ImageSets" / "Main" / "train.txt").is_file():
+        pytest.fail(f"the real VOC photos are missing: expected {REAL_VOC} beside the checkout")
+    return REAL_VOC

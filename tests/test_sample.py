@@ -80,12 +80,13 @@ def parse_split(voc: Path, split: str) -> dict[str, Annotation]:
 
 
 def flags_from_xml(annotation: Annotation) -> dict[str, int]:
-    flags = dict.fromkeys(CLASSES, 0)
+    """The devkit's per-class file values: 1 present, -1 absent, 0 only difficult objects."""
+    flags = dict.fromkeys(CLASSES, -1)
     for obj in annotation.objects:
         if not obj.difficult:
             flags[obj.name] = 1
-        elif flags[obj.name] == 0:
-            flags[obj.name] = -1
+        elif flags[obj.name] == -1:
+            flags[obj.name] = 0
     return flags
 
 
@@ -140,7 +141,7 @@ def test_layout_matches_the_voc2012_devkit(default_voc: Path) -> None:
             assert [m.group(1) for m in matches if m] == text.split()
     assert sample_manifest(default_voc) == {
         "generator": "vocproj.sample",
-        "version": 1,
+        "version": 2,
         "seed": 0,
         "n_train": DEFAULT_N_TRAIN,
         "n_val": DEFAULT_N_VAL,
@@ -181,7 +182,7 @@ def test_class_files_agree_with_the_xml(default_voc: Path, annotations) -> None:
                 assert int(flag) == flags_from_xml(everything[image_id])[name], (name, image_id)
 
 
-def test_difficult_objects_give_minus_one_labels(default_voc: Path, annotations) -> None:
+def test_difficult_only_objects_give_devkit_zeros(default_voc: Path, annotations) -> None:
     objects = [obj for split in annotations.values() for a in split.values() for obj in a.objects]
     assert 0.04 <= sum(obj.difficult for obj in objects) / len(objects) <= 0.12
     lines = [
@@ -191,7 +192,7 @@ def test_difficult_objects_give_minus_one_labels(default_voc: Path, annotations)
         .read_text()
         .splitlines()
     ]
-    assert sum(line.endswith("-1") for line in lines) >= 5
+    assert sum(line.split()[1] == "0" for line in lines) >= 5
     for split in annotations.values():
         assert any(all(obj.difficult for obj in a.objects) for a in split.values())
 

@@ -122,8 +122,11 @@ def test_works_with_only_the_split_file(voc_tree):
 def test_disagreeing_class_file_reports_the_first_disagreement(voc_tree):
     voc = voc_tree(BASIC)
     cat_file = voc / "ImageSets" / "Main" / "cat_train.txt"
-    cat_file.write_text(cat_file.read_text().replace("2008_000002 -1", "2008_000002  1"))
-    with pytest.raises(DatasetError, match=r"cat_train\.txt.*2008_000002.*says 1.*gives -1"):
+    cat_file.write_text(cat_file.read_text().replace("2008_000002  0", "2008_000002  1"))
+    with pytest.raises(
+        DatasetError,
+        match=r"cat_train\.txt.*2008_000002.*1 \(present\) in the class file, 0 \(difficult only\)",
+    ):
         read_labels(voc, "train")
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from vocproj.errors import ConfigError, DatasetError
 from vocproj.io import atomic_write_json
-from vocproj.voc import CLASSES, jpeg_path
+from vocproj.voc import CLASSES, jpeg_path, labels_from_objects, write_class_files
 
 DEFAULT_SEED = 0
 DEFAULT_N_TRAIN = 300
@@ -45,7 +45,7 @@ DEFAULT_N_VAL = 200
 MANIFEST_NAME = "sample.json"
 SPLITS = ("train", "val", "trainval")  # the ImageSets/Main split lists written
 # Bump whenever the drawing or the annotation changes: older trees are then regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: per-class files in the devkit's values (1 / -1 / 0)
 
 MARKER_NAME = ".vocproj-sample"  # written first: the tree was made by this module
 _PARTIAL_PREFIX = ".VOC2012.partial-"
@@ -709,24 +709,28 @@ def _write_tree(voc: Path, manifest: Mapping[str, Any], *, progress: bool) -> No
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / sub).mkdir(parents=True)
     train_ids, val_ids = _image_ids(seed, manifest["n_train"], manifest["n_val"])
-    flags: dict[str, dict[str, dict[str, int]]] = {}
+    labels: dict[str, dict[str, np.ndarray]] = {}
     with tqdm(
         total=len(train_ids) + len(val_ids), desc="sample images", disable=not progress
     ) as bar:
         for split, ids in (("train", train_ids), ("val", val_ids)):
             plans = _plan_split(seed, split, ids)
-            flags[split] = {}
+            labels[split] = {}
             for index, plan in enumerate(plans):
                 rng = np.random.default_rng([seed, _RENDER_STREAM, _SPLIT_STREAMS[split], index])
                 image, objects = _render(plan, rng)
                 jpeg_path(voc, plan.image_id).write_bytes(_jpeg_bytes(image))
                 xml = _annotation_xml(plan, image.size, objects)
                 (voc / "Annotations" / f"{plan.image_id}.xml").write_bytes(xml)
-                flags[split][plan.image_id] = _class_flags(objects)
+                labels[split][plan.image_id] = labels_from_objects(
+                    [(obj.name, obj.difficult) for obj in objects]
+                )
                 bar.update()
-    flags["trainval"] = {**flags["train"], **flags["val"]}
+    labels["trainval"] = {**labels["train"], **labels["val"]}
     for split in SPLITS:
-        _write_split_files(voc / "ImageSets" / "Main", split, flags[split])
+        ids = sorted(labels[split])
+        rows = np.stack([labels[split][image_id] for image_id in ids])
+        write_class_files(voc / "ImageSets" / "Main", split, ids, rows)
     atomic_write_json(voc / MANIFEST_NAME, manifest)
 
 
@@ -794,25 +798,6 @@ def _companions(rng: np.random.Generator, primary: str) -> list[PlannedObject]:
             role = "small" if rng.random() < SMALL_COMPANION_PROB else "companion"
             companions.append(PlannedObject(name, role))
     return companions
-
-
-def _class_flags(objects: Sequence[ObjectAnnotation]) -> dict[str, int]:
-    """VOC classification flags: 1 a non-difficult object, -1 only difficult ones, 0 none."""
-    flags = dict.fromkeys(CLASSES, 0)
-    for obj in objects:
-        if not obj.difficult:
-            flags[obj.name] = 1
-        elif flags[obj.name] == 0:
-            flags[obj.name] = -1
-    return flags
-
-
-def _write_split_files(main: Path, split: str, flags: Mapping[str, Mapping[str, int]]) -> None:
-    ids = sorted(flags)
-    (main / f"{split}.txt").write_text("".join(f"{image_id}\n" for image_id in ids))
-    for name in CLASSES:
-        lines = "".join(f"{image_id} {flags[image_id][name]:2d}\n" for image_id in ids)
-        (main / f"{name}_{split}.txt").write_text(lines)
 
 
 def _jpeg_bytes(image: Image.Image) -> bytes:

@@ -1,8 +1,10 @@
 """PASCAL VOC class names, classification labels parsed from the devkit files, and the Dataset.
 
-Labels follow the VOC devkit's classification ground truth, the same values the per-class
-`ImageSets/Main/<class>_<split>.txt` files hold: 1 = at least one non-difficult object of the
-class, -1 = only difficult objects of the class, 0 = absent.
+Inside vocproj a label is 1 = at least one non-difficult object of the class, 0 = absent,
+-1 = only difficult objects of the class. The devkit's per-class files
+`ImageSets/Main/<class>_<split>.txt` write the same facts in their own values, 1 = present,
+-1 = absent, 0 = only difficult objects; `read_class_file` and `write_class_file` convert at
+that boundary, both ways, and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ NUM_CLASSES = len(CLASSES)
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 
 PRESENT, ABSENT, DIFFICULT_ONLY = 1, 0, -1
+# The devkit's per-class file values (1 present, -1 absent, 0 difficult only) ↔ vocproj's labels.
+DEVKIT_TO_LABEL: dict[int, int] = {1: PRESENT, -1: ABSENT, 0: DIFFICULT_ONLY}
+LABEL_TO_DEVKIT: dict[int, int] = {label: flag for flag, label in DEVKIT_TO_LABEL.items()}
 
 DifficultMode = Literal["ignore", "positive", "negative"]
 DIFFICULT_MODES: tuple[str, ...] = ("ignore", "positive", "negative")
@@ -161,18 +166,36 @@ def read_labels(
 
 
 def read_class_file(path: Path) -> dict[str, int]:
-    """Read one devkit `<class>_<split>.txt` file into {id: flag}."""
-    flags = {}
+    """Read one devkit `<class>_<split>.txt` file into {id: vocproj label} (1 / 0 / -1)."""
+    labels = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2 or fields[1] not in ("1", "0", "-1"):
             raise DatasetError(
-                f"{path}, line {number}: expected '<id> <1|0|-1>', got {line!r}; {FIX_DATA_HINT}."
+                f"{path}, line {number}: expected '<id> <1|-1|0>' (the devkit's present / absent "
+                f"/ difficult only), got {line!r}; {FIX_DATA_HINT}."
             )
-        flags[fields[0]] = int(fields[1])
-    return flags
+        labels[fields[0]] = DEVKIT_TO_LABEL[int(fields[1])]
+    return labels
+
+
+def write_class_file(path: Path, ids: Sequence[str], labels: np.ndarray) -> None:
+    """Write one `<class>_<split>.txt` in the devkit's values from a column of vocproj labels."""
+    pairs = zip(ids, labels, strict=True)
+    lines = (f"{image_id} {LABEL_TO_DEVKIT[int(label)]:2d}\n" for image_id, label in pairs)
+    path.write_text("".join(lines))
+
+
+def write_class_files(main: Path, split: str, ids: Sequence[str], labels: np.ndarray) -> None:
+    """Write `<split>.txt` and every `<class>_<split>.txt` of a split into ImageSets/Main."""
+    (main / f"{split}.txt").write_text("".join(f"{image_id}\n" for image_id in ids))
+    for c, name in enumerate(CLASSES):
+        write_class_file(main / f"{name}_{split}.txt", ids, labels[:, c])
+
+
+DEVKIT_MEANING = {1: "present", -1: "absent", 0: "difficult only"}
 
 
 def verify_class_files(root: Path, split: str, ids: Sequence[str], labels: np.ndarray) -> None:
@@ -181,16 +204,25 @@ def verify_class_files(root: Path, split: str, ids: Sequence[str], labels: np.nd
         path = root / "ImageSets" / "Main" / f"{name}_{split}.txt"
         if not path.is_file():
             continue
-        flags = read_class_file(path)
+        found_labels = read_class_file(path)
         for i, image_id in enumerate(ids):
             expected = int(labels[i, c])
-            found = flags.get(image_id)
+            found = found_labels.get(image_id)
             if found != expected:
                 raise DatasetError(
                     f"{path} disagrees with {root / 'Annotations' / (image_id + '.xml')}: "
-                    f"image {image_id}, class {name}: the class file says {found}, the XML gives "
-                    f"{expected}. One of them is corrupt; {FIX_DATA_HINT}."
+                    f"image {image_id}, class {name}: {_devkit_words(found)} in the class file, "
+                    f"{_devkit_words(expected)} in the XML. One of them is corrupt; "
+                    f"{FIX_DATA_HINT}."
                 )
+
+
+def _devkit_words(label: int | None) -> str:
+    """A label as the devkit writes it, with its meaning: `-1 (absent)`; `no line` if missing."""
+    if label is None:
+        return "no line"
+    flag = LABEL_TO_DEVKIT[label]
+    return f"{flag} ({DEVKIT_MEANING[flag]})"
 
 
 def loss_targets(labels: np.ndarray, difficult: DifficultMode = "ignore") -> tuple[Any, Any]:
