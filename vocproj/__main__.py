@@ -1,7 +1,7 @@
 """The command line: a thin layer over the same functions the notebooks call.
 
 python -m vocproj sample --out DIR
-python -m vocproj download --root DIR [--mirror URL ...] [--archive PATH]
+python -m vocproj download [--dataset NAME] --root DIR [--mirror URL ...] [--archive PATH ...]
 python -m vocproj train --profile sample --phase all
 python -m vocproj evaluate --profile sample
 python -m vocproj metrics SCORES.npz --out DIR
@@ -30,10 +30,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from vocproj.download import fetch_voc2012
+    from vocproj.download import fetch_voc, fetch_voc2007_subset, subset_ids
 
-    root = fetch_voc2012(args.root, mirrors=args.mirror or None, archive=args.archive)
-    print(f"VOC2012 ready at {root}")
+    sources = {"mirrors": args.mirror, "archives": args.archive}
+    if args.dataset == "voc2007-real":
+        root = fetch_voc2007_subset(args.root, subset_ids(args.dataset), **sources)
+    else:
+        root = fetch_voc(args.root, int(args.dataset.removeprefix("voc")), **sources)
+    print(f"{args.dataset} ready at {root}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -96,10 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--val", type=int, default=DEFAULT_N_VAL, help="val images")
     sample.set_defaults(run=cmd_sample)
 
-    download = commands.add_parser("download", help="fetch, verify and extract VOC2012 trainval")
-    download.add_argument("--root", required=True, help="folder to hold VOCdevkit/VOC2012")
-    download.add_argument("--mirror", action="append", help="mirror URL to try (repeatable)")
-    download.add_argument("--archive", help="an already downloaded VOCtrainval_11-May-2012.tar")
+    download = commands.add_parser("download", help="fetch, verify and extract a VOC dataset")
+    download.add_argument(
+        "--dataset",
+        choices=("voc2012", "voc2007", "voc2007-real"),
+        default="voc2012",
+        help="voc2012: trainval; voc2007: trainval and test; voc2007-real: the test archive only, "
+        "with vocproj's 2,000-photo train/val split of it (default: voc2012)",
+    )
+    download.add_argument("--root", required=True, help="folder to hold VOCdevkit/VOC<year>")
+    download.add_argument(
+        "--mirror",
+        action="append",
+        help="mirror folder URL to try; the archive's file name is appended (repeatable)",
+    )
+    download.add_argument(
+        "--archive", action="append", help="an already downloaded VOC .tar to use (repeatable)"
+    )
     download.set_defaults(run=cmd_download)
 
     train = commands.add_parser("train", help="train one phase or all phases of a profile")

@@ -1,4 +1,13 @@
-"""Fetch PASCAL VOC 2012 trainval: mirrors, resumable download, MD5 check, safe extraction."""
+"""Fetch PASCAL VOC 2007 and 2012: mirrors, resumable download, MD5 check, safe extraction.
+
+`fetch_voc(root, 2012)` gives VOC2012 trainval; `fetch_voc(root, 2007)` gives VOC2007 trainval
+and test, merged into one tree. `fetch_voc2007_subset` fetches only the VOC2007 test archive and
+gives it the split lists of a subset such as the 2,000-photo `voc2007-real` (`subset_ids`).
+
+A mirror is a folder URL: the archive's file name is appended to it. The folders tried are the
+`mirrors` given (the CLI's --mirror), else those in $VOCPROJ_VOC2012_MIRRORS or
+$VOCPROJ_VOC2007_MIRRORS (spaces or commas between them), else the archive's own defaults.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,9 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import requests
@@ -17,24 +28,88 @@ from tqdm.auto import tqdm
 
 from vocproj.errors import DownloadError
 from vocproj.io import atomic_write_text
-from vocproj.voc import jpeg_path
+from vocproj.voc import CLASSES, jpeg_path
 
-ARCHIVE_NAME = "VOCtrainval_11-May-2012.tar"
-ARCHIVE_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"
-DEFAULT_MIRRORS: tuple[str, ...] = (
-    "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-    "https://thor.robots.ox.ac.uk/datasets/pascal-voc/voc2012/VOCtrainval_11-May-2012.tar",
-    "https://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar",
+
+@dataclass(frozen=True)
+class Archive:
+    """One official VOC tar: its file name, its MD5, the mirrors serving it and what it holds."""
+
+    name: str
+    md5: str
+    mirrors: tuple[str, ...]  # folder URLs that serve `name`, in the order they are tried
+    devkit_dir: PurePosixPath  # the tree it extracts into, merging with what is there
+    split_lists: tuple[str, ...]  # the ImageSets/Main/<split>.txt lists it brings
+
+    @property
+    def label(self) -> str:
+        """The dataset as the devkit names it, e.g. "VOC2007"."""
+        return self.devkit_dir.name
+
+    @property
+    def mirrors_env_var(self) -> str:
+        """The environment variable listing other mirror folders for this year."""
+        return f"VOCPROJ_{self.label}_MIRRORS"
+
+
+VOC2012_MIRRORS: tuple[str, ...] = (
+    "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
+    "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/",  # torchvision's VOC URL
+    "https://pjreddie.com/media/files/",
 )
-MIRRORS_ENV_VAR = "VOCPROJ_VOC2012_MIRRORS"
-VOC2012_SUBDIR = PurePosixPath("VOCdevkit/VOC2012")
+VOC2007_MIRRORS: tuple[str, ...] = (
+    "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/",
+    "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/",  # torchvision's VOC URL
+    "https://pjreddie.com/media/files/",
+)
+VOC2012_TRAINVAL = "VOCtrainval_11-May-2012.tar"
+VOC2007_TRAINVAL = "VOCtrainval_06-Nov-2007.tar"
+VOC2007_TEST = "VOCtest_06-Nov-2007.tar"
+
+# Every archive vocproj fetches, by file name. Looked up when used, so tests can substitute
+# archives of their own. The MD5s are those of torchvision.datasets.voc.DATASET_YEAR_DICT.
+ARCHIVES: dict[str, Archive] = {
+    archive.name: archive
+    for archive in (
+        Archive(
+            VOC2012_TRAINVAL,
+            "6cd6e144f989b92b3379bac3b3de84fd",
+            VOC2012_MIRRORS,
+            PurePosixPath("VOCdevkit/VOC2012"),
+            ("train", "val"),
+        ),
+        Archive(
+            VOC2007_TRAINVAL,
+            "c52e279531787c972589f7e41ab4ae64",
+            VOC2007_MIRRORS,
+            PurePosixPath("VOCdevkit/VOC2007"),
+            ("train", "val"),
+        ),
+        Archive(
+            VOC2007_TEST,
+            "b6e924de25625d8de591ea690078ad9f",
+            VOC2007_MIRRORS,
+            PurePosixPath("VOCdevkit/VOC2007"),
+            ("test",),
+        ),
+    )
+}
+# The archives each year needs, extracted in this order into one tree.
+DATASET_ARCHIVES: dict[int, tuple[str, ...]] = {
+    2012: (VOC2012_TRAINVAL,),
+    2007: (VOC2007_TRAINVAL, VOC2007_TEST),
+}
+SUBSET_SPLITS: tuple[str, ...] = ("train", "val")  # the lists vocproj/subsets/<name>/ holds
+
 COMPLETE_MARKER = ".vocproj-complete"
+SUBSET_MARKER = ".vocproj-subset"
 ATTEMPTS_PER_MIRROR = 5
 CHUNK_SIZE = 64 * 1024
 STAGING_PREFIX = ".vocproj-extract-"
 
 _SAFE_EXTRACT_KWARGS = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)")
+_SUBSET_IN_PROGRESS = "vocproj is writing this tree's subset split lists; they are incomplete\n"
 
 
 class _MirrorFailed(Exception):
@@ -45,51 +120,114 @@ class _TransferInterrupted(Exception):
     """The body stopped short or the resume went wrong; another attempt may finish it."""
 
 
-def fetch_voc2012(
+def fetch_voc(
     root: str | os.PathLike[str],
+    year: int,
     *,
     mirrors: Sequence[str] | None = None,
-    archive: str | os.PathLike[str] | None = None,
-    md5: str = ARCHIVE_MD5,
+    archives: Sequence[str | os.PathLike[str]] | None = None,
     progress: bool = True,
     timeout: float = 30.0,
 ) -> Path:
-    """Return `root/VOCdevkit/VOC2012`, downloading, verifying and extracting it when needed.
+    """Return `root/VOCdevkit/VOC{year}`, downloading, verifying and extracting what it lacks.
 
-    A complete tree is left alone. Otherwise the archive comes from `archive`, else from
-    `root/VOCtrainval_11-May-2012.tar` when present, else from the first mirror that delivers it
-    (`mirrors`, else $VOCPROJ_VOC2012_MIRRORS, else DEFAULT_MIRRORS).
+    Each archive of DATASET_ARCHIVES[year] not yet extracted comes from `archives` (local files,
+    matched by file name or MD5), else from `root/<file name>` when present, else from the first
+    mirror that delivers it, and is merged into the tree before the next one is fetched.
     """
-    root = Path(root)
-    voc_dir = root / VOC2012_SUBDIR
-    if is_voc2012_complete(voc_dir):
+    needed = dataset_archives(year)
+    voc_dir = Path(root) / needed[0].devkit_dir
+    _refuse_subset_tree(voc_dir)
+    _fetch_archives(Path(root), needed, mirrors, archives, progress=progress, timeout=timeout)
+    return voc_dir
+
+
+def fetch_voc2007_subset(
+    root: str | os.PathLike[str],
+    split_ids: Mapping[str, Sequence[str]],
+    *,
+    mirrors: Sequence[str] | None = None,
+    archives: Sequence[str | os.PathLike[str]] | None = None,
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> Path:
+    """Return `root/VOCdevkit/VOC2007` holding the VOC2007 test images under `split_ids`' splits.
+
+    Only the test archive is fetched. Each split gets `<split>.txt` and, per class,
+    `<class>_<split>.txt` made of the devkit's own `<class>_test.txt` lines of its ids (1 present,
+    -1 absent, 0 difficult only), in the order given. The tree is marked complete only once every
+    list is written, so an interrupted run writes them again.
+    """
+    test = ARCHIVES[VOC2007_TEST]
+    voc_dir = Path(root) / test.devkit_dir
+    finished = _subset_marker_text(split_ids)
+    if _read_marker(voc_dir / SUBSET_MARKER) == finished:
         return voc_dir
-    tar_path = Path(archive) if archive is not None else root / ARCHIVE_NAME
-    if archive is not None or tar_path.exists():
-        verify_archive(tar_path, md5, progress=progress)
-    else:
-        download_archive(
-            resolve_mirrors(mirrors), tar_path, md5, progress=progress, timeout=timeout
+    _refuse_foreign_split_lists(voc_dir, split_ids)
+    _fetch_archives(Path(root), (test,), mirrors, archives, progress=progress, timeout=timeout)
+    main = voc_dir / "ImageSets" / "Main"
+    test_lines = {name: _test_lines_by_id(main / f"{name}_test.txt", test) for name in CLASSES}
+    _require_test_ids(split_ids, test_lines, main)
+    atomic_write_text(voc_dir / SUBSET_MARKER, _SUBSET_IN_PROGRESS)
+    _write_subset_lists(main, split_ids, test_lines)
+    atomic_write_text(voc_dir / SUBSET_MARKER, finished)
+    return voc_dir
+
+
+def subset_ids(name: str) -> dict[str, list[str]]:
+    """The ids of a subset shipped in vocproj/subsets/<name>/: train, val and trainval (sorted)."""
+    folder = resources.files("vocproj") / "subsets" / name
+    if not folder.is_dir():
+        shipped = sorted(entry.name for entry in (resources.files("vocproj") / "subsets").iterdir())
+        raise DownloadError(
+            f"vocproj ships no subset {name!r}: vocproj/subsets/ holds {', '.join(shipped)}."
         )
-    return extract_voc2012(tar_path, root, progress=progress)
+    splits = {
+        split: _ids_in((folder / f"{split}.txt").read_text(encoding="utf-8"))
+        for split in SUBSET_SPLITS
+    }
+    splits["trainval"] = sorted({image_id for ids in splits.values() for image_id in ids})
+    return splits
 
 
-def resolve_mirrors(mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The URLs to try: `mirrors`, else those in $VOCPROJ_VOC2012_MIRRORS, else DEFAULT_MIRRORS."""
-    if mirrors is not None:
-        return tuple(mirrors)
-    from_env = tuple(url for url in re.split(r"[\s,]+", os.environ.get(MIRRORS_ENV_VAR, "")) if url)
-    return from_env or DEFAULT_MIRRORS
+def _ids_in(split_list: str) -> list[str]:
+    """The first word of every non-blank line."""
+    return [line.split()[0] for line in split_list.splitlines() if line.strip()]
 
 
-def is_voc2012_complete(voc_dir: Path) -> bool:
-    """True for a tree vocproj finished extracting, or a full VOC2012 tree extracted by hand."""
-    return (voc_dir / COMPLETE_MARKER).is_file() or _is_full_tree(voc_dir)
+def dataset_archives(year: int) -> tuple[Archive, ...]:
+    """The archives VOC`year` needs, in extraction order."""
+    if year not in DATASET_ARCHIVES:
+        known = " or ".join(str(known) for known in DATASET_ARCHIVES)
+        raise DownloadError(f"vocproj cannot fetch VOC{year}: choose {known}.")
+    return tuple(ARCHIVES[name] for name in DATASET_ARCHIVES[year])
 
 
-def _is_full_tree(voc_dir: Path) -> bool:
-    """Every image listed in ImageSets/Main/{train,val}.txt has its JPEG and its annotation."""
-    split_files = [voc_dir / "ImageSets" / "Main" / f"{split}.txt" for split in ("train", "val")]
+def mirror_urls(archive: Archive, mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
+    """`archive.name` in each mirror folder: `mirrors`, else its env var's, else its defaults."""
+    folders = (_env_mirrors(archive) or archive.mirrors) if mirrors is None else tuple(mirrors)
+    return tuple(f"{folder.rstrip('/')}/{archive.name}" for folder in folders)
+
+
+def _env_mirrors(archive: Archive) -> tuple[str, ...]:
+    listed = os.environ.get(archive.mirrors_env_var, "")
+    return tuple(folder for folder in re.split(r"[\s,]+", listed) if folder)
+
+
+def extracted_marker(voc_dir: Path, archive: Archive) -> Path:
+    """The file that says vocproj finished extracting `archive` into `voc_dir`."""
+    return voc_dir / f"{COMPLETE_MARKER}-{archive.name}"
+
+
+def is_extracted(voc_dir: Path, archive: Archive) -> bool:
+    """True once vocproj finished extracting `archive`, or when its lists' files are all there."""
+    marked = extracted_marker(voc_dir, archive).is_file()
+    return marked or _lists_complete(voc_dir, archive.split_lists)
+
+
+def _lists_complete(voc_dir: Path, splits: Sequence[str]) -> bool:
+    """Every image listed in ImageSets/Main/<split>.txt has its JPEG and its annotation."""
+    split_files = [voc_dir / "ImageSets" / "Main" / f"{split}.txt" for split in splits]
     if not all(path.is_file() for path in split_files):
         return False
     ids = [
@@ -105,6 +243,75 @@ def _is_full_tree(voc_dir: Path) -> bool:
     )
 
 
+def _fetch_archives(
+    root: Path,
+    needed: Sequence[Archive],
+    mirrors: Sequence[str] | None,
+    local: Sequence[str | os.PathLike[str]] | None,
+    *,
+    progress: bool,
+    timeout: float,
+) -> None:
+    """Obtain and extract, one after the other, each of `needed` not yet extracted under `root`."""
+    missing = [one for one in needed if not is_extracted(root / one.devkit_dir, one)]
+    if not missing:
+        return
+    given = match_local_archives(local or (), needed, progress=progress)
+    for archive in missing:
+        tar_path = given.get(archive.name) or _obtain_archive(
+            archive, root, mirrors, progress=progress, timeout=timeout
+        )
+        extract_archive(tar_path, archive, root, progress=progress)
+
+
+def _obtain_archive(
+    archive: Archive, root: Path, mirrors: Sequence[str] | None, *, progress: bool, timeout: float
+) -> Path:
+    """A verified `root/<file name>`: the copy already there, else one downloaded from a mirror."""
+    tar_path = root / archive.name
+    if tar_path.exists():
+        verify_archive(tar_path, archive, progress=progress)
+    else:
+        urls = mirror_urls(archive, mirrors)
+        download_archive(archive, urls, tar_path, progress=progress, timeout=timeout)
+    return tar_path
+
+
+def match_local_archives(
+    paths: Sequence[str | os.PathLike[str]], needed: Sequence[Archive], *, progress: bool
+) -> dict[str, Path]:
+    """Which of `needed` each local file is (by file name, else by MD5), verified; never deletes."""
+    by_name = {archive.name: archive for archive in needed}
+    by_md5 = {archive.md5: archive for archive in needed}
+    matched = {}
+    for path in map(Path, paths):
+        archive = by_name.get(path.name)
+        if archive is not None:
+            verify_archive(path, archive, progress=progress)
+        else:
+            _require_archive_file(path)
+            actual = file_md5(path, progress=progress)
+            archive = by_md5.get(actual)
+            if archive is None:
+                raise DownloadError(_unmatched_archive_message(path, actual, needed))
+        matched[archive.name] = path
+    return matched
+
+
+def _unmatched_archive_message(path: Path, actual: str, needed: Sequence[Archive]) -> str:
+    wanted = ", ".join(f"{archive.name} (MD5 {archive.md5})" for archive in needed)
+    return (
+        f"Archive {path} (MD5 {actual}) is none of the archives needed for {needed[0].label}: "
+        f"{wanted}. Its name and its MD5 match none of them; pass an intact copy of one of "
+        f"those with --archive, or leave this one out."
+    )
+
+
+def _require_archive_file(path: Path) -> None:
+    if not path.is_file():
+        raise DownloadError(f"Archive {path} does not exist: check the path given with --archive.")
+
+
 def file_md5(path: Path, *, progress: bool = False) -> str:
     """The hex MD5 of a file, read in chunks."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -118,23 +325,22 @@ def file_md5(path: Path, *, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
-def verify_archive(path: Path, md5: str, *, progress: bool = True) -> None:
-    """Raise DownloadError unless `path` exists with the expected MD5; never deletes it."""
-    if not path.is_file():
-        raise DownloadError(f"Archive {path} does not exist: check the path given with --archive.")
+def verify_archive(path: Path, archive: Archive, *, progress: bool = True) -> None:
+    """Raise DownloadError unless `path` exists with `archive`'s MD5; never deletes it."""
+    _require_archive_file(path)
     actual = file_md5(path, progress=progress)
-    if actual != md5:
+    if actual != archive.md5:
         raise DownloadError(
-            f"Archive {path} has MD5 {actual}, expected {md5}: it is not an intact copy of "
-            f"{ARCHIVE_NAME}. Replace it with a good copy, or delete it and run "
-            f"`python -m vocproj download` again to fetch it from a mirror."
+            f"Archive {path} has MD5 {actual}, expected {archive.md5}: it is not an intact copy "
+            f"of {archive.name} ({archive.label}). Replace it with a good copy, or delete it (and "
+            f"leave out --archive) and run the download again to fetch it from a mirror."
         )
 
 
 def download_archive(
-    urls: Sequence[str], destination: Path, md5: str, *, progress: bool, timeout: float
+    archive: Archive, urls: Sequence[str], destination: Path, *, progress: bool, timeout: float
 ) -> None:
-    """Download to `destination` from the first mirror that delivers a copy with the right MD5.
+    """Download to `destination` from the first URL that delivers a copy with the right MD5.
 
     Bytes go to `destination` + ".part", which is resumed across attempts and mirrors, and is
     renamed to `destination` only once verified. Raises one DownloadError when every mirror fails.
@@ -145,12 +351,14 @@ def download_archive(
     with requests.Session() as session:
         session.headers["Accept-Encoding"] = "identity"
         for url in urls:
-            failure = _try_mirror(session, url, part, md5, progress=progress, timeout=timeout)
+            failure = _try_mirror(
+                session, url, part, archive.md5, progress=progress, timeout=timeout
+            )
             if failure is None:
                 os.replace(part, destination)
                 return
             failures.append(f"  - {url}: {failure}")
-    raise DownloadError(_all_mirrors_failed_message(failures, destination, md5))
+    raise DownloadError(_all_mirrors_failed_message(archive, failures, destination))
 
 
 def _try_mirror(
@@ -237,7 +445,7 @@ def _stream_to_file(response: requests.Response, part: Path, start: int, *, prog
     expected = start + int(length) if length and length.isdigit() else None
     with (
         open(part, "ab" if start else "wb") as handle,
-        _byte_bar(progress, ARCHIVE_NAME, total=expected, initial=start) as bar,
+        _byte_bar(progress, part.stem, total=expected, initial=start) as bar,  # the archive name
     ):
         for chunk in response.iter_content(CHUNK_SIZE):
             handle.write(chunk)
@@ -265,34 +473,37 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {reason or error}"
 
 
-def _all_mirrors_failed_message(failures: list[str], destination: Path, md5: str) -> str:
+def _all_mirrors_failed_message(archive: Archive, failures: list[str], destination: Path) -> str:
     tried = "\n".join(failures) or "  (no mirror URLs were given)"
     return (
-        f"Could not download {ARCHIVE_NAME} from any mirror:\n{tried}\n"
-        f"To fix it by hand, download {ARCHIVE_NAME} (MD5 {md5}) on a machine that can reach "
-        f"one of these URLs, then either run\n"
-        f"  python -m vocproj download --root {destination.parent} --archive PATH/TO/ARCHIVE\n"
-        f"or put it at {destination} and run the download again. Other mirrors can be listed "
-        f"in ${MIRRORS_ENV_VAR} (URLs separated by spaces or commas)."
+        f"Could not download {archive.name} ({archive.label}) from any mirror:\n{tried}\n"
+        f"To fix it by hand, download {archive.name} (MD5 {archive.md5}) on a machine that can "
+        f"reach one of these URLs, then either put it at {destination} and run the download "
+        f"again, or run `python -m vocproj download` again with `--root {destination.parent} "
+        f"--archive PATH/TO/{archive.name}` added. Other mirrors can be given with --mirror or "
+        f"in ${archive.mirrors_env_var}: folder URLs, to which {archive.name} is appended, "
+        f"separated by spaces or commas."
     )
 
 
-def extract_voc2012(archive: Path, root: Path, *, progress: bool = True) -> Path:
-    """Safely extract `archive` into `root/VOCdevkit/VOC2012`, replacing an incomplete tree.
+def extract_archive(tar_path: Path, archive: Archive, root: Path, *, progress: bool = True) -> Path:
+    """Safely extract `tar_path`, a copy of `archive`, and merge it into `root/<devkit dir>`.
 
-    Extraction goes to a staging directory under `root`; the finished VOC2012 directory is then
-    moved into place and marked complete, so a half-extracted tree is never taken for a full one.
+    Extraction goes to a staging directory under `root`; its files then move into the tree,
+    replacing same-named files and keeping all others (another archive's), and only then is the
+    archive marked extracted, so a half-extracted tree is never taken for a full one.
     """
     root.mkdir(parents=True, exist_ok=True)
-    voc_dir = root / VOC2012_SUBDIR
+    voc_dir = root / archive.devkit_dir
     _remove_stale_staging(root)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
     try:
-        _extract_checked(archive, staging, progress=progress)
-        _replace_dir(staging / VOC2012_SUBDIR, voc_dir)
+        _extract_checked(tar_path, archive, staging, progress=progress)
+        _merge_tree(staging / archive.devkit_dir, voc_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    atomic_write_text(voc_dir / COMPLETE_MARKER, f"extracted from {archive.name} by vocproj\n")
+    marker_text = f"extracted from {tar_path.name} by vocproj\n"
+    atomic_write_text(extracted_marker(voc_dir, archive), marker_text)
     return voc_dir
 
 
@@ -302,37 +513,44 @@ def _remove_stale_staging(root: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _replace_dir(source: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
+def _merge_tree(source: Path, target: Path) -> None:
+    """Move `source` to `target`, merging entry by entry where both are directories."""
+    if source.is_dir() and not source.is_symlink() and target.is_dir():
+        for entry in source.iterdir():
+            _merge_tree(entry, target / entry.name)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
 
-def _extract_checked(archive: Path, destination: Path, *, progress: bool) -> None:
+def _extract_checked(
+    tar_path: Path, archive: Archive, destination: Path, *, progress: bool
+) -> None:
     """Extract every member after checking that none escapes `destination` and the layout is VOC."""
     try:
-        with tarfile.open(archive) as tar:
+        with tarfile.open(tar_path) as tar:
             members = tar.getmembers()
-            _refuse_unsafe_members(members, archive)
-            _require_voc_layout(members, archive)
+            _refuse_unsafe_members(members, tar_path, archive)
+            _require_voc_layout(members, tar_path, archive)
             bar = tqdm(
-                members, desc=f"Extracting {archive.name}", unit="file", disable=not progress
+                members, desc=f"Extracting {tar_path.name}", unit="file", disable=not progress
             )
             tar.extractall(destination, members=bar, **_SAFE_EXTRACT_KWARGS)
     except (tarfile.TarError, EOFError) as exc:
         raise DownloadError(
-            f"Cannot extract {archive}: {exc}. Delete it and download it again."
+            f"Cannot extract {tar_path}: {exc}. Delete it and download it again."
         ) from exc
 
 
-def _refuse_unsafe_members(members: list[tarfile.TarInfo], archive: Path) -> None:
+def _refuse_unsafe_members(
+    members: list[tarfile.TarInfo], tar_path: Path, archive: Archive
+) -> None:
     for member in members:
         problem = _unsafe_reason(member)
         if problem:
             raise DownloadError(
-                f"Refusing to extract {archive}: member {member.name!r} {problem}. This is not "
-                f"the genuine {ARCHIVE_NAME}; delete it and download it again."
+                f"Refusing to extract {tar_path}: member {member.name!r} {problem}. This is not "
+                f"the genuine {archive.name}; delete it and download it again."
             )
 
 
@@ -356,9 +574,87 @@ def _escapes(name: str) -> bool:
     return posixpath.normpath(name.replace("\\", "/")).split("/")[0] == ".."
 
 
-def _require_voc_layout(members: list[tarfile.TarInfo], archive: Path) -> None:
-    if not any(PurePosixPath(m.name).parts[:2] == VOC2012_SUBDIR.parts for m in members):
+def _require_voc_layout(members: list[tarfile.TarInfo], tar_path: Path, archive: Archive) -> None:
+    if not any(PurePosixPath(m.name).parts[:2] == archive.devkit_dir.parts for m in members):
         raise DownloadError(
-            f"{archive} has no {VOC2012_SUBDIR}/ directory at its top level, so it is not "
-            f"{ARCHIVE_NAME}. Pass the VOC2012 trainval archive instead."
+            f"{tar_path} has no {archive.devkit_dir}/ directory at its top level, so it is not "
+            f"{archive.name}. Pass the {archive.label} archive {archive.name} instead."
         )
+
+
+def _refuse_subset_tree(voc_dir: Path) -> None:
+    """A subset's split lists are not the official ones: never take its tree for the full one."""
+    if (voc_dir / SUBSET_MARKER).exists():
+        raise DownloadError(
+            f"{voc_dir} holds a vocproj subset of {voc_dir.name} (see {SUBSET_MARKER} there): its "
+            f"split lists are not the official ones. Fetch the full {voc_dir.name} into another "
+            f"--root."
+        )
+
+
+def _refuse_foreign_split_lists(voc_dir: Path, split_ids: Mapping[str, Sequence[str]]) -> None:
+    """Never overwrite split lists that vocproj did not write for a subset (the official ones)."""
+    if (voc_dir / SUBSET_MARKER).exists():
+        return
+    for split in split_ids:
+        path = voc_dir / "ImageSets" / "Main" / f"{split}.txt"
+        if path.exists():
+            raise DownloadError(
+                f"{path} exists and was not written by vocproj for a subset (it may be the "
+                f"official {voc_dir.name} {split} list), so a subset would overwrite it. "
+                f"Fetch the subset into another --root."
+            )
+
+
+def _subset_marker_text(split_ids: Mapping[str, Sequence[str]]) -> str:
+    """What SUBSET_MARKER holds once these lists are written: each split's size and digest."""
+    lines = [f"VOC2007 test images under subset lists written by vocproj from {VOC2007_TEST}:"]
+    for split, ids in split_ids.items():
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        lines.append(f"{split}: {len(ids)} ids, sha256 {digest}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_marker(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _test_lines_by_id(path: Path, test: Archive) -> dict[str, str]:
+    """The lines of a devkit `<class>_test.txt` by image id, verbatim with their line ends."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            lines = [line for line in handle.read().splitlines(keepends=True) if line.strip()]
+    except OSError as exc:
+        marker = extracted_marker(path.parents[2], test)
+        raise DownloadError(
+            f"Cannot read {path} ({exc.strerror}): the subset's per-class lists are copied from "
+            f"it, so the {test.label} test tree there is incomplete. Delete {marker} if it "
+            f"exists and run the download again to extract {test.name} again."
+        ) from exc
+    return {line.split()[0]: line if line.endswith("\n") else line + "\n" for line in lines}
+
+
+def _require_test_ids(
+    split_ids: Mapping[str, Sequence[str]], test_lines: Mapping[str, dict[str, str]], main: Path
+) -> None:
+    """Every subset id must have a line in every `<class>_test.txt`."""
+    for name, lines in test_lines.items():
+        for split, ids in split_ids.items():
+            missing = [image_id for image_id in ids if image_id not in lines]
+            if missing:
+                raise DownloadError(
+                    f"{len(missing)} id(s) of the subset's {split} list are not in "
+                    f"{main / f'{name}_test.txt'}: {', '.join(missing[:5])}. A VOC2007 subset "
+                    f"may only name images of {VOC2007_TEST}; fix the {split} list."
+                )
+
+
+def _write_subset_lists(
+    main: Path, split_ids: Mapping[str, Sequence[str]], test_lines: Mapping[str, dict[str, str]]
+) -> None:
+    """Write `<split>.txt` and every `<class>_<split>.txt`, each atomically."""
+    for split, ids in split_ids.items():
+        atomic_write_text(main / f"{split}.txt", "".join(f"{image_id}\n" for image_id in ids))
+        for name, lines in test_lines.items():
+            text = "".join(lines[image_id] for image_id in ids)
+            atomic_write_text(main / f"{name}_{split}.txt", text)
