@@ -139,13 +139,15 @@ def training_measures(profile: Profile, baseline: Runtime, vocproj: Runtime) -> 
         images = 0
         for seed, dataset in enumerate(splits[name]):
             batches = loader(dataset, batch, runtimes[name], seed)
-            images += train_one_epoch(states[name], batches, runtimes[name], name, False)[1]
+            state = states[name]
+            images += train_one_epoch(state, state.model, batches, runtimes[name], name, False)[1]
         return images
 
     def model_only() -> int:
         state = states["model_only"]
         return sum(
-            train_one_epoch(state, premade, vocproj, "model only", False)[1] for _ in presets
+            train_one_epoch(state, state.model, premade, vocproj, "model only", False)[1]
+            for _ in presets
         )
 
     return {"baseline": lambda: epochs("baseline"), "vocproj": lambda: epochs("vocproj"),

@@ -42,6 +42,7 @@ from vocproj.evaluate import evaluate, scores_path
 from vocproj.metrics import load_scores
 from vocproj.model import build_model
 from vocproj.train import train_phases
+from vocproj.transforms import IMAGENET
 from vocproj.voc import CLASS_INDEX, CLASSES, read_labels
 
 NOTEBOOK = PROJECT_DIR / "notebooks" / "05_browser.ipynb"
@@ -180,7 +181,7 @@ def test_gradcam_is_the_class_weighted_last_block_activation():
     """Grad-CAM on a ResNet is ReLU(Σ_k w_ck A_k) over layer4's output, up-sampled."""
     torch.manual_seed(0)
     model = build_model("resnet18", "none").eval()
-    classifier = Classifier(model, image_size=96, checkpoint=Path("unused"))
+    classifier = Classifier(model, image_size=96, checkpoint=Path("unused"), normalisation=IMAGENET)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8))
     features = create_feature_extractor(model, {"layer4": "a"})
     with torch.no_grad():

@@ -149,7 +149,8 @@ def test_an_epoch_trained_from_the_cache_equals_one_trained_from_jpegs(voc: Path
         torch.manual_seed(0)
         state = state_for_model(profile, 1, CPU, build_model("resnet18", "none", NUM_CLASSES))
         torch.manual_seed(1)
-        loss, _ = train_one_epoch(state, loader(dataset, 16, CPU, seed=1), CPU, "test", True)
+        batches = loader(dataset, 16, CPU, seed=1)
+        loss, _ = train_one_epoch(state, state.model, batches, CPU, "test", True)
         results.append((loss, state.model.state_dict()))
     (loss, weights), (expected_loss, expected_weights) = results
     assert loss == expected_loss

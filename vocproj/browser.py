@@ -40,9 +40,9 @@ from torch import nn
 from vocproj.config import Profile
 from vocproj.errors import CheckpointError, ScoresError, VocprojError
 from vocproj.metrics import METRICS_FILE, TOP_K_FILE
-from vocproj.model import load_checkpoint
+from vocproj.model import checkpoint_normalisation, load_checkpoint
 from vocproj.train import final_best_checkpoint, model_from_checkpoint
-from vocproj.transforms import build_transform
+from vocproj.transforms import Normalisation, build_transform
 from vocproj.voc import CLASS_INDEX, CLASSES, jpeg_path, open_rgb, read_labels
 
 CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
@@ -79,10 +79,12 @@ class Classifier:
     model: nn.Module
     image_size: int
     checkpoint: Path
+    normalisation: Normalisation
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One image as the 1×3×S×S batch the network was evaluated on."""
-        return build_transform("eval", self.image_size)(image).unsqueeze(0)
+        transform = build_transform("eval", self.image_size, normalisation=self.normalisation)
+        return transform(image).unsqueeze(0)
 
 
 class TopEntry(BaseModel):
@@ -139,7 +141,7 @@ def load_classifier(profile: Profile) -> Classifier:
             f"profile ({str(err)[:200]}); retrain with {CHECKPOINT_NOTEBOOK}."
         ) from None
     image_size = int(checkpoint.get("image_size", profile.settings.train.image_size))
-    return Classifier(model, image_size, path)
+    return Classifier(model, image_size, path, checkpoint_normalisation(checkpoint))
 
 
 def load_evaluation(profile: Profile) -> Evaluation:
@@ -269,13 +271,16 @@ def top50_options(entries: Sequence[TopEntry]) -> list[tuple[str, str]]:
 
 
 def gradcam_target_layer(model: nn.Module) -> nn.Module:
-    """The backbone's last convolutional block: `layer4[-1]` of a ResNet, else `features[-1]`."""
+    """The backbone's last feature map: `layer4[-1]` of a ResNet, `features[-1]` of torchvision's
+    other CNNs, the activated head convolution (`bn2`) of timm's EfficientNets."""
     for blocks in ("layer4", "features"):
         if hasattr(model, blocks):
             return getattr(model, blocks)[-1]
+    if hasattr(model, "conv_head") and hasattr(model, "bn2"):
+        return model.bn2
     raise CheckpointError(
-        f"heatmaps need a ResNet-like (layer4) or a features-based backbone; "
-        f"{type(model).__name__} has neither."
+        f"heatmaps need a ResNet-like (layer4), a features-based or an EfficientNet (conv_head) "
+        f"backbone; {type(model).__name__} has none of them."
     )
 
 

@@ -46,8 +46,8 @@ from vocproj.config import AugmentSettings
 from vocproj.errors import DatasetError
 from vocproj.io import atomic_path, atomic_write_json
 from vocproj.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    IMAGENET,
+    Normalisation,
     PresetName,
     augmentations,
     geometry,
@@ -206,13 +206,15 @@ class CachedVOCClassification(VOCClassification):
         *,
         augment: AugmentSettings | None = None,
         difficult: DifficultMode = "ignore",
+        normalisation: Normalisation = IMAGENET,
         progress: bool = True,
     ) -> None:
         randomness = augmentations(preset, augment or AugmentSettings())
-        transform = v2.Compose([*randomness, *to_normalised_tensor()])
+        transform = v2.Compose([*randomness, *to_normalised_tensor(normalisation)])
         super().__init__(voc_root, split, transform, difficult=difficult)
         self.randomness = v2.Compose(randomness) if randomness else None
-        self.batch_augment = BatchAugment(randomness)
+        self.normalisation = normalisation
+        self.batch_augment = BatchAugment(randomness, normalisation)
         self.cache_file = ensure_cache(self, size, cache_dir, progress=progress)
         self._images: np.ndarray | None = None
 
@@ -249,7 +251,7 @@ class CachedVOCClassification(VOCClassification):
         item gets it on the CPU and the device only normalises.
         """
         items = UInt8Items(self, augmented=not on_device)
-        return items, self.batch_augment if on_device else BatchAugment([])
+        return items, self.batch_augment if on_device else BatchAugment([], self.normalisation)
 
 
 class UInt8Items(torch.utils.data.Dataset):
@@ -285,8 +287,11 @@ class BatchAugment:
     for a GPU: parameters reach it in asynchronous copies from pinned memory.
     """
 
-    def __init__(self, transforms: Sequence[v2.Transform]) -> None:
+    def __init__(
+        self, transforms: Sequence[v2.Transform], normalisation: Normalisation = IMAGENET
+    ) -> None:
         self.steps = [batched(transform) for transform in transforms]
+        self.normalisation = normalisation
         self.mean_std: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -296,11 +301,12 @@ class BatchAugment:
         return self.normalise(batch)
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        """F.normalize's arithmetic, with ImageNet's mean and std kept on the batch's device."""
+        """F.normalize's arithmetic, with the mean and std kept on the batch's device."""
         if batch.device not in self.mean_std:
+            mean, std = self.normalisation
             self.mean_std[batch.device] = (
-                on_device(torch.tensor(IMAGENET_MEAN).view(-1, 1, 1), batch.device),
-                on_device(torch.tensor(IMAGENET_STD).view(-1, 1, 1), batch.device),
+                on_device(torch.tensor(mean).view(-1, 1, 1), batch.device),
+                on_device(torch.tensor(std).view(-1, 1, 1), batch.device),
             )
         mean, std = self.mean_std[batch.device]
         return batch.sub(mean).div_(std)

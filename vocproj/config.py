@@ -37,11 +37,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class DataSettings(_Section):
-    """Where the images come from and how difficult-only labels enter the loss."""
+DataSource = Literal["sample", "voc2012", "voc2007", "voc2007-real", "local"]
 
-    source: Literal["sample", "voc2012"]
-    root: str = Field(description="folder that holds VOCdevkit/VOC2012")
+
+class DataSettings(_Section):
+    """Where the images come from and how difficult-only labels enter the loss.
+
+    `source`: `sample` (generated), `voc2012` / `voc2007` (downloaded: VOC2012 trainval, VOC2007
+    trainval + test), `voc2007-real` (2,000 VOC2007 test photos in a fixed train/val split; the id
+    lists travel with vocproj, the photos are fetched) or `local` (a devkit tree already on disk,
+    never fetched). The tree is `<root>/VOCdevkit/VOC<year>`, or that of the first folder in
+    `prefer_roots` that holds one, which is then read in place.
+    """
+
+    source: DataSource
+    root: str = Field(description="folder that holds VOCdevkit/VOC<year> (and the image cache)")
+    year: int = Field(default=2012, ge=2005, le=2100, description="the devkit's VOC<year> folder")
+    prefer_roots: list[str] = Field(
+        default_factory=list,
+        description="folders tried before root: the first holding VOCdevkit/VOC<year> is used",
+    )
     train_split: str = "train"
     val_split: str = "val"
     difficult: Literal[DIFFICULT_MODES] = "ignore"  # type: ignore[valid-type]
@@ -62,9 +77,17 @@ class ModelSettings(_Section):
 
 
 class OptimSettings(_Section):
-    """SGD as in the study (lr 0.02), with momentum, weight decay and an optional schedule."""
+    """SGD as in the study (lr 0.02), with momentum, weight decay and an optional schedule.
+
+    `lr` is the head's rate (and every layer's unless `backbone_lr` is set); `backbone_lr` the
+    rate of the pretrained layers; `freeze_bn` keeps every BatchNorm layer's running statistics
+    as the weights brought them (BatchNorm in eval mode while training; its scale and shift still
+    learn).
+    """
 
     lr: Annotated[float, Field(gt=0)] = 0.02
+    backbone_lr: Annotated[float, Field(gt=0)] | None = None
+    freeze_bn: bool = False
     momentum: NonNegativeFloat = 0.9
     weight_decay: NonNegativeFloat = 0.0001
     nesterov: bool = False
@@ -84,10 +107,16 @@ class AugmentSettings(_Section):
 
 
 class PhaseSettings(_Section):
-    """One training phase: its augmentation preset and its number of epochs."""
+    """One training phase: its augmentation preset, its number of epochs, and what it trains.
+
+    `train: head` trains the new head alone on the frozen pretrained layers (linear probing);
+    with a preset without randomness, their features are computed once and the head trained on
+    them, which makes such an epoch nearly free.
+    """
 
     preset: Preset
     epochs: PositiveInt
+    train: Literal["all", "head"] = "all"
 
 
 class TrainSettings(_Section):
@@ -137,12 +166,21 @@ class Profile(_Section):
 
     @property
     def data_root(self) -> Path:
-        """The folder that holds VOCdevkit/VOC2012."""
+        """The profile's own data folder: downloads, generated trees and the image cache."""
         return self.resolve(self.settings.data.root)
 
     @property
+    def devkit_subdir(self) -> Path:
+        return Path("VOCdevkit") / f"VOC{self.settings.data.year}"
+
+    @property
     def voc_root(self) -> Path:
-        return self.data_root / "VOCdevkit" / "VOC2012"
+        """The VOC<year> tree: the first of `prefer_roots` that holds one, else under root."""
+        for folder in self.settings.data.prefer_roots:
+            candidate = self.resolve(folder) / self.devkit_subdir
+            if (candidate / "ImageSets" / "Main").is_dir():
+                return candidate
+        return self.data_root / self.devkit_subdir
 
     @property
     def cache_dir(self) -> Path:

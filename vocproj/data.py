@@ -6,12 +6,13 @@ from pathlib import Path
 
 from vocproj.cache import CachedVOCClassification
 from vocproj.config import Profile
-from vocproj.transforms import PresetName, build_transform
+from vocproj.model import input_normalisation
+from vocproj.transforms import Normalisation, PresetName, build_transform
 from vocproj.voc import VOCClassification, check_voc_root
 
 
 def prepare_data(profile: Profile, *, progress: bool = True) -> Path:
-    """Generate (sample) or fetch (voc2012) the profile's data if needed; return the VOC2012 dir."""
+    """Generate, find or fetch the profile's data if needed; return its VOC<year> tree."""
     data = profile.settings.data
     if data.source == "sample":
         from vocproj.sample import write_sample_dataset
@@ -23,9 +24,14 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> Path:
             n_val=data.sample_val_images,
             progress=progress,
         )
-    from vocproj.download import fetch_voc2012
+    in_place = profile.voc_root != profile.data_root / profile.devkit_subdir  # a preferred tree
+    if data.source == "local" or in_place:
+        return check_voc_root(profile.voc_root)
+    from vocproj.download import fetch_voc, fetch_voc2007_subset, subset_ids
 
-    return fetch_voc2012(profile.data_root, progress=progress)
+    if data.source == "voc2007-real":
+        return fetch_voc2007_subset(profile.data_root, subset_ids(data.source), progress=progress)
+    return fetch_voc(profile.data_root, data.year, progress=progress)
 
 
 def open_split(
@@ -33,22 +39,25 @@ def open_split(
     split: str,
     preset: PresetName,
     *,
+    normalisation: Normalisation | None = None,
     cache: bool | None = None,
     progress: bool = True,
 ) -> VOCClassification:
     """The split's Dataset with the preset's transform at the profile's image size.
 
-    With the image cache (the profile's `data.cache` unless `cache` says otherwise) the images
-    are read from `profile.cache_dir`, which is first built or brought up to date with a
-    progress bar; items are the same either way.
+    Images are normalised as the profile's backbone expects unless `normalisation` is given
+    (a checkpoint's record of it). With the image cache (the profile's `data.cache` unless
+    `cache` says otherwise) the images are read from `profile.cache_dir`, which is first built
+    or brought up to date with a progress bar; items are the same either way.
     """
     settings = profile.settings
     root = check_voc_root(profile.voc_root)
     size, difficult = settings.train.image_size, settings.data.difficult
+    normalisation = normalisation or input_normalisation(settings.model.backbone)
     if settings.data.cache if cache is None else cache:
         return CachedVOCClassification(
-            root, split, preset, size, profile.cache_dir,
-            augment=settings.augment, difficult=difficult, progress=progress,
+            root, split, preset, size, profile.cache_dir, augment=settings.augment,
+            difficult=difficult, normalisation=normalisation, progress=progress,
         )  # fmt: skip
-    transform = build_transform(preset, size, settings.augment)
+    transform = build_transform(preset, size, settings.augment, normalisation)
     return VOCClassification(root, split, transform, difficult=difficult)

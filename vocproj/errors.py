@@ -14,7 +14,7 @@ class DatasetError(VocprojError):
 
 
 class DownloadError(VocprojError):
-    """VOC2012 could not be fetched, verified or extracted."""
+    """A VOC archive could not be fetched, verified or extracted."""
 
 
 class CheckpointError(VocprojError):

@@ -11,7 +11,7 @@ from torch import nn
 from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data
 from vocproj.metrics import save_scores, write_metrics
-from vocproj.model import load_checkpoint
+from vocproj.model import checkpoint_normalisation, load_checkpoint
 from vocproj.plots import plot_loss_history
 from vocproj.runtime import Runtime, runtime_for
 from vocproj.train import (
@@ -57,7 +57,8 @@ def score_split(profile: Profile, split: str | None = None, progress: bool = Tru
     prepare_data(profile, progress=progress)
     runtime = runtime_for(profile)
     model, checkpoint = load_best_model(profile, runtime)
-    dataset = open_split(profile, split, "eval", progress=progress)
+    normalisation = checkpoint_normalisation(checkpoint)
+    dataset = open_split(profile, split, "eval", normalisation=normalisation, progress=progress)
     ids, scores = predict(model, dataset, runtime, profile.settings.train.eval_batch_size, progress)
     path = scores_path(profile, split)
     save_scores(path, ids, scores, dataset.labels, checkpoint["classes"])

