@@ -21,8 +21,12 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# `make lab [LAB_PORT=8888]`: JupyterLab on 127.0.0.1 only, without opening a browser. Jupyter
+# refuses to start as root (containers) unless given --allow-root, so it gets that only then.
+LAB_PORT ?= 8888
 lab: $(INSTALLED)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		--no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf runs/

@@ -41,14 +41,12 @@ SHOTS = Path("/tmp/browser_shots")
 LOAD_TIMEOUT_MS = 180_000  # a fresh kernel imports torch and loads the model: slow on a small CPU
 ACTION_TIMEOUT_MS = 60_000
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's Chromium is not at /usr/bin/chromium (apt-get install chromium; "
-        ".ci/run installs it)",
-    ),
-]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's Chromium is not at /usr/bin/chromium (apt-get install chromium; "
+    ".ci/run installs it)",
+)
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +65,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_serving(url: str, server: subprocess.Popen, log: Path, seconds: float) -> None:
+def wait_until_serving(
+    url: str, server: subprocess.Popen, log: Path, seconds: float, name: str = "Voilà"
+) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"Voilà exited with {server.returncode}:\n{log.read_text()}")
+            pytest.fail(f"{name} exited with {server.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url + "api", timeout=5):
                 return
@@ -79,19 +79,25 @@ def wait_until_serving(url: str, server: subprocess.Popen, log: Path, seconds: f
             return
         except OSError:
             time.sleep(0.5)
-    pytest.fail(f"Voilà did not answer at {url} within {seconds} s:\n{log.read_text()}")
+    pytest.fail(f"{name} did not answer at {url} within {seconds} s:\n{log.read_text()}")
+
+
+def prepare_notebook(params: Path, folder: Path) -> Path:
+    """A copy of notebook 05 in `folder` with the profile's parameters, as `make browse` writes."""
+    prepared = folder / NOTEBOOK.name
+    subprocess.run(
+        [sys.executable, "-m", "papermill", "--prepare-only", "-f", str(params),
+         str(NOTEBOOK), str(prepared)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return prepared
 
 
 @pytest.fixture(scope="module")
 def voila_url(tmp_path_factory: pytest.TempPathFactory, tiny_yaml: Path) -> Iterator[str]:
     """Serve a papermill-prepared copy of notebook 05 (parameters of the tiny profile)."""
     folder = tmp_path_factory.mktemp("voila")
-    served = folder / NOTEBOOK.name
-    subprocess.run(
-        [sys.executable, "-m", "papermill", "--prepare-only", "-f", str(tiny_yaml),
-         str(NOTEBOOK), str(served)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    served = prepare_notebook(tiny_yaml, folder)
     port, log = free_port(), folder / "voila.log"
     with open(log, "w") as output:
         server = subprocess.Popen(

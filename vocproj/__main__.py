@@ -6,6 +6,7 @@ python -m vocproj train --profile sample --phase all
 python -m vocproj evaluate --profile sample
 python -m vocproj metrics SCORES.npz --out DIR
 python -m vocproj data --profile voc2012
+python -m vocproj probe --profile voc2007-real
 python -m vocproj report --profile sample
 """
 
@@ -82,6 +83,18 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(f"{profile.profile} data ready at {prepare_data(profile)}")
 
 
+def cmd_probe(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.probe import linear_probe, probe_path
+
+    profile = load_profile(args.profile)
+    result = linear_probe(profile, c=args.c, progress=not args.no_progress)
+    print(
+        f"{profile.profile}: linear probe mAP {result['map']:.4f} ({result['n_train']} train, "
+        f"{result['n_val']} val images, {result['seconds']:.0f} s): {probe_path(profile)}"
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from vocproj.config import load_profile
     from vocproj.report import write_report
@@ -141,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="generate (sample) or download a profile's data")
     data.add_argument("--profile", default="sample", help="profile name or YAML path")
     data.set_defaults(run=cmd_data)
+
+    probe = commands.add_parser(
+        "probe", help="the linear-probe yardstick: frozen features + logistic regression"
+    )
+    probe.add_argument("--profile", default="sample", help="profile name or YAML path")
+    probe.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
+    probe.add_argument("--no-progress", action="store_true", help="no progress bars")
+    probe.set_defaults(run=cmd_probe)
 
     report = commands.add_parser("report", help="write reports/<profile>/REPORT.md from the run")
     report.add_argument("--profile", default="sample", help="profile name or YAML path")

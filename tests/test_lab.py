@@ -1,0 +1,237 @@
+"""JupyterLab: `make lab` starts as root too and listens on 127.0.0.1 only; and notebook 05 run
+inside JupyterLab itself, in Debian's Chromium, classifies an uploaded real VOC2007 photo.
+
+The second test serves a papermill-prepared copy of notebook 05 for the tiny trained profile (as
+`make browse` prepares it), runs all cells from JupyterLab's Run menu and uploads a photo in the
+"Predict Image" tab; its screenshot goes to /tmp/browser_shots/lab_predict.png.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
+from test_browser_ui import (
+    ACTION_TIMEOUT_MS,
+    LOAD_TIMEOUT_MS,
+    SHOTS,
+    choose_file,
+    free_port,
+    needs_chromium,
+    prepare_notebook,
+    wait_for_image,
+    wait_until_serving,
+)
+from test_browser_ui import browser as browser  # fixture: one headless Chromium per module
+from test_browser_ui import tiny_yaml as tiny_yaml  # fixture: the tiny trained profile's YAML
+
+from vocproj.browser import (
+    NOT_IDENTIFIED,
+    decode_image,
+    labels_at_threshold,
+    load_classifier,
+    predict_probabilities,
+)
+from vocproj.config import PROJECT_DIR, Profile, load_profile
+
+START_S = 120  # JupyterLab imports its server extensions: a while on a busy 2-core machine
+STOP_S = 60  # SIGTERM to answer: the server shuts its kernels down, then exits
+KERNEL_TIMEOUT_MS = 300_000  # a fresh kernel imports torch, loads the model, predicts, charts
+TCP_LISTEN = "0A"  # the state column of a listening socket in /proc/net/tcp
+AS_ROOT = os.geteuid() == 0
+EVERY_CELL_RAN = """() => {
+    const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")];
+    return prompts.length > 0 && prompts.every((p) => /^\\[\\d+\\]:$/.test(p.innerText.trim()));
+}"""  # each code cell's prompt shows its execution count: not [*]: (running) nor [ ]: (not run)
+
+
+# ---------------------------------------------------------------- servers in a process group
+
+
+def stop_process_group(leader: subprocess.Popen, seconds: float) -> bool:
+    """SIGTERM the leader's process group and wait until all of it exited; SIGKILL it after
+    `seconds`. Whether it stopped by itself."""
+    try:
+        os.killpg(leader.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it exited already (and the caller says why)
+        return True
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        leader.poll()  # reap the leader, or its zombie keeps the group alive
+        try:
+            os.killpg(leader.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
+    return False
+
+
+@contextmanager
+def serving(command: list[str], url: str, log: Path, name: str, **popen) -> Iterator[None]:
+    """Run a server in a process group of its own, logging to `log`, from its first answer at
+    `url` until the block ends; then stop the group and fail if it had to be killed."""
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **popen
+        )
+    try:
+        wait_until_serving(url, server, log, seconds=START_S, name=name)
+        yield
+    finally:
+        stopped = stop_process_group(server, STOP_S)
+    if not stopped:
+        pytest.fail(f"{name} ignored SIGTERM for {STOP_S} s and was killed:\n{log.read_text()}")
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port`, IPv4 and IPv6 (Linux)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == TCP_LISTEN and int(hex_port, 16) == port:
+                found.add(proc_net_address(address))
+    return found
+
+
+def proc_net_address(hex_address: str) -> str:
+    """An address as /proc/net/tcp* writes it: hex, in 32-bit words of host (little) endianness."""
+    raw = bytes.fromhex(hex_address)
+    return str(ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))))
+
+
+# ---------------------------------------------------------------- make lab
+
+
+def test_make_lab_starts_as_root_and_listens_on_localhost_only(tmp_path: Path):
+    port, log = free_port(), tmp_path / "make_lab.log"
+    # The venv running these tests, already installed (`make test` installs it): no pip here.
+    venv = Path(sys.prefix)
+    make_lab = ["make", "-o", f"{venv}/.installed", "lab", f"VENV={venv}", f"LAB_PORT={port}"]
+    with serving(make_lab, f"http://127.0.0.1:{port}/", log, "make lab", cwd=PROJECT_DIR):
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert f"http://127.0.0.1:{port}/lab?token=" in log.read_text()
+    jupyter_command = log.read_text().split("\n[")[0]  # make echoes the command first
+    assert ("--allow-root" in jupyter_command) == AS_ROOT
+    assert "--no-browser" in jupyter_command
+    assert "received signal 15, stopping" in log.read_text()
+
+
+# ---------------------------------------------------------------- notebook 05 inside JupyterLab
+
+
+def own_lab_settings(folder: Path) -> dict[str, str]:
+    """An environment whose JupyterLab keeps its user settings and workspaces in `folder`, so
+    nothing of a person's JupyterLab (open tabs, settings) changes what the test sees; and
+    that never asks to fetch Jupyter's news (a pop-up over the app, and no network here)."""
+    settings = folder / "lab-settings"
+    notifications = settings / "@jupyterlab" / "apputils-extension"
+    notifications.mkdir(parents=True)
+    (notifications / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    return {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(folder / "lab-workspaces"),
+    }
+
+
+@pytest.fixture
+def lab_notebook_url(tmp_path: Path, tiny_yaml: Path) -> Iterator[str]:
+    """JupyterLab serving a prepared copy of notebook 05 for the tiny profile: its /lab URL.
+    Once stopped, it must have shut the notebook's kernel down."""
+    notebook = prepare_notebook(tiny_yaml, tmp_path)
+    port, token = free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={tmp_path}",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", "--no-browser", *(["--allow-root"] if AS_ROOT else []),
+    ]  # fmt: skip
+    url, log = f"http://127.0.0.1:{port}/", tmp_path / "lab.log"
+    env = own_lab_settings(tmp_path)
+    with serving(command, url, log, "JupyterLab", cwd=tmp_path, env=env):
+        yield f"{url}lab/tree/{notebook.name}?token={token}"
+    assert "Kernel shutdown" in log.read_text(), log.read_text()
+
+
+@pytest.fixture
+def lab_page(browser: Browser, lab_notebook_url: str) -> Iterator[Page]:
+    """Notebook 05 open in JupyterLab, its kernel started and idle."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    page = context.new_page()
+    page.set_default_timeout(ACTION_TIMEOUT_MS)
+    page.goto(lab_notebook_url, timeout=LOAD_TIMEOUT_MS)
+    wait_for_idle_kernel(page)
+    yield page
+    context.close()
+
+
+def wait_for_idle_kernel(page: Page) -> None:
+    """Wait until the notebook's toolbar says its kernel is idle (started, and nothing to run)."""
+    indicator = page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator")
+    expect(indicator).to_have_attribute("data-status", "idle", timeout=KERNEL_TIMEOUT_MS)
+
+
+def run_all_cells(page: Page) -> None:
+    """Run ▸ Run All Cells from JupyterLab's menu bar; wait until every code cell has run
+    (its prompt shows an execution count, not [*] or [ ]) and the kernel is idle."""
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_function(EVERY_CELL_RAN, timeout=KERNEL_TIMEOUT_MS)
+    wait_for_idle_kernel(page)
+
+
+def expected_result(profile: Profile, photo: Path) -> list[str]:
+    """What the Predict tab should list for a photo at notebook 04's threshold: "class p" for
+    each class found, highest first, or Not Identified."""
+    metrics = json.loads((profile.report_dir / "metrics.json").read_text())
+    image = decode_image(photo.read_bytes(), photo.name)
+    probabilities = predict_probabilities(load_classifier(profile), image)
+    found = labels_at_threshold(probabilities, metrics["best_threshold_f1"]["threshold"])
+    return [f"{name} {p:.3f}" for name, p in found] or [NOT_IDENTIFIED]
+
+
+def shown_result(result: Locator) -> list[str]:
+    """What the Predict tab lists: its label chips' text, or the one line (Not Identified)."""
+    chips = result.locator("span").all_inner_texts() or [result.inner_text()]
+    return [" ".join(chip.split()) for chip in chips]
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_notebook_05_in_jupyterlab_classifies_an_uploaded_real_photo(
+    lab_page: Page, tiny_yaml: Path, real_voc: Path
+):
+    page, photo = lab_page, real_voc / "JPEGImages" / "000002.jpg"  # a train at a station
+    run_all_cells(page)
+    app = page.locator(".jp-OutputArea-output .widget-tab")
+    chart, image = app.locator(".vocproj-chart"), app.locator(".vocproj-predict-image")
+    page.get_by_role("tab", name="Predict Image").click()
+    old_chart, old_image = wait_for_image(chart), wait_for_image(image)  # the example's
+
+    choose_file(page, photo)
+    expect(app).to_contain_text(photo.name)
+    wait_for_image(image, other_than=old_image)
+    wait_for_image(chart, other_than=old_chart)  # drawn after the labels are shown
+    assert shown_result(app.locator(".vocproj-predict-result")) == expected_result(
+        load_profile(tiny_yaml), photo
+    )
+    expect(app.locator(".vocproj-predict-message")).to_be_empty()
+    assert "Traceback" not in page.locator(".jp-NotebookPanel").inner_text()
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    app.scroll_into_view_if_needed()
+    page.screenshot(path=SHOTS / "lab_predict.png")
