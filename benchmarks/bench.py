@@ -16,18 +16,46 @@ repetition one pass over the val images, through vocproj's own training and pred
 After a warm-up, the configurations take turns (a, b, c, a, b, c, ...) so that a machine busy
 with something else slows them alike, and the median repetition counts. The table goes to the
 terminal and everything to reports/bench.json. The cache build is timed apart: it happens once.
+
+Both backbones, ResNet18 and EfficientNet-Lite0 (each with its own input normalisation), go
+through the same measurements on the same images and cache, one after the other, with the same
+sizes. The sizes were reduced when Lite0 joined (from 192 train images per epoch, 256 val images
+and 5 repetitions): on a 2-core AVX2 CPU, where `auto` precision is fp32, the old sizes were
+estimated at about 20 minutes for ResNet18 alone; now the whole bench is meant to take about
+12 minutes there (`--train-images`, `--val-images`, `--repeats` and `--backbones` change that).
+
+The image cache's build on real photographs is measured too: the val split of the
+voc2007-real tree (1,000 photos), at the same size, in single-process decode alone and in whole
+cache builds (`ensure_cache`, into a temporary folder) with two JPEG decoders, PIL (the cache's
+`decode_for_cache`) and torchvision's `decode_jpeg` on the file's bytes followed by the same
+PIL geometry; each image-per-second figure is the median of interleaved repetitions, and the
+largest pixel difference between the two decoders is recorded.
+
+reports/bench.json holds
+
+  train, eval         ResNet18's results, where they were before (= backbones.resnet18's)
+  backbones           {backbone: {train, eval, normalisation, seconds}}, train and eval each
+                      with baseline_ips, vocproj_ips, model_only_ips, ratio_vs_baseline,
+                      ratio_vs_model_only and repetitions_ips
+  cache_decoding      {photos, split, size, build_processes, decode_ips: {pil, torchvision},
+                      build_ips: {...}, repetitions, max_abs_difference: {decode, cache}, ...},
+                      or {skipped: why} when the real photographs are not there
+  hardware, targets, setup
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +63,17 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
 
-from vocproj.config import PARAMS_DIR, Profile, profile_from_mapping
+import vocproj.cache
+from vocproj.cache import build_processes, decode_for_cache, ensure_cache
+from vocproj.config import PARAMS_DIR, Profile, load_profile, profile_from_mapping
 from vocproj.data import open_split
+from vocproj.errors import VocprojError
 from vocproj.evaluate import predict
 from vocproj.io import atomic_write_json
-from vocproj.model import build_model
+from vocproj.model import build_model, input_normalisation
 from vocproj.runtime import (
     Runtime,
     cpu_runs_bf16_natively,
@@ -50,24 +83,48 @@ from vocproj.runtime import (
 )
 from vocproj.sample import write_sample_dataset
 from vocproj.train import loader, on_runtime, predict_logits, state_for_model, train_one_epoch
-from vocproj.voc import NUM_CLASSES
+from vocproj.transforms import geometry
+from vocproj.voc import NUM_CLASSES, VOCClassification, open_rgb
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 VOC_LONG_SIDE = 500
 NOISE_SIGMA = 8.0  # grey levels: gives the upscaled drawings a photo's fine texture
 TARGETS = {"train_vs_baseline": 3.0, "eval_vs_baseline": 2.0, "vs_model_only": 0.9}
 CONFIGS = ("baseline", "vocproj", "model_only")
+BACKBONES = ("resnet18", "efficientnet_lite0")
+REAL_PROFILE = "voc2007-real"  # its tree (read in place) holds the real photographs
+REAL_SPLIT = "val"
+DECODERS = ("pil", "torchvision")
 Measure = Callable[[], int]  # runs one repetition, returns the number of images it processed
+
+# torchvision 0.29 deprecates its image decoders (for TorchCodec) and warns at every call
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train-images", type=int, default=192, help="images per train epoch")
-    parser.add_argument("--val-images", type=int, default=256, help="images per evaluation")
-    parser.add_argument("--repeats", type=int, default=5, help="measured repetitions")
+    parser.add_argument("--train-images", type=int, default=64, help="images per train epoch")
+    parser.add_argument("--val-images", type=int, default=128, help="images per evaluation")
+    parser.add_argument("--repeats", type=int, default=3, help="measured repetitions")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
+    backbones = ", ".join(BACKBONES)
+    parser.add_argument("--backbones", type=backbone_list, default=list(BACKBONES),
+                        help=f"comma-separated, of {backbones} ('': none)")  # fmt: skip
+    parser.add_argument("--real-root", type=Path, default=None,
+                        help=f"VOC tree of real photos (default: {REAL_PROFILE}'s)")  # fmt: skip
+    parser.add_argument("--real-images", type=int, default=1000,
+                        help=f"photos of its {REAL_SPLIT} split to cache (0: none)")  # fmt: skip
+    parser.add_argument("--decode-repeats", type=int, default=3, help="repetitions for those")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "reports" / "bench.json")
     return parser.parse_args(argv)
+
+
+def backbone_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(BACKBONES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backbone {unknown[0]}; known: {BACKBONES}")
+    return names
 
 
 def write_voc_sized_tree(root: Path, n_train: int, n_val: int) -> Path:
@@ -84,12 +141,12 @@ def write_voc_sized_tree(root: Path, n_train: int, n_val: int) -> Path:
     return voc
 
 
-def bench_profile(data_root: Path, size: int) -> Profile:
+def bench_profile(data_root: Path, size: int, backbone: str = "resnet18") -> Profile:
     """The voc2012 profile on the benchmark's data, from random weights (nothing to download)."""
     raw = yaml.safe_load((PARAMS_DIR / "voc2012.yaml").read_text())
     settings = raw["settings"]
     settings["data"]["root"] = str(data_root)
-    settings["model"]["weights"] = "none"
+    settings["model"].update(backbone=backbone, weights="none")
     settings["optim"]["lr"] = 0.002  # from random weights the study's 0.02 can diverge
     settings["train"].update(image_size=size, progress=False)
     return profile_from_mapping(raw, source="benchmark profile")
@@ -204,6 +261,124 @@ def images_per_second(measures: dict[str, Measure], repeats: int, label: str) ->
     }
 
 
+def backbone_results(profile: Profile, repeats: int) -> dict[str, Any]:
+    """Training and evaluation rates of the profile's backbone, vocproj beside the study's way."""
+    started = time.perf_counter()
+    backbone = profile.settings.model.backbone
+    vocproj, baseline = runtime_for(profile), baseline_runtime(profile)
+    train = images_per_second(training_measures(profile, baseline, vocproj), repeats,
+                              f"{backbone} train")  # fmt: skip
+    evaluation = images_per_second(evaluation_measures(profile, baseline, vocproj), repeats,
+                                   f"{backbone} eval")  # fmt: skip
+    normalisation = input_normalisation(backbone)
+    return {
+        "train": train,
+        "eval": evaluation,
+        "normalisation": {"mean": list(normalisation.mean), "std": list(normalisation.std)},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The image cache's build on real photographs, with PIL's and torchvision's JPEG decoders
+# ---------------------------------------------------------------------------------------------
+
+
+def torchvision_rgb(path: Path) -> torch.Tensor:
+    """The JPEG file decoded by torchvision's decode_jpeg: 3×H×W uint8 RGB, no EXIF turn."""
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    return decode_jpeg(data, mode=ImageReadMode.RGB)
+
+
+def hwc(image: torch.Tensor) -> np.ndarray:
+    """decode_jpeg's 3×H×W result as the H×W×3 array it is a view of (no copy)."""
+    return image.permute(1, 2, 0).numpy()
+
+
+def torchvision_for_cache(path: Path, size: int) -> np.ndarray:
+    """The cache's decode_for_cache with torchvision's decoder: the same PIL geometry after it."""
+    return np.asarray(v2.Compose(geometry(size))(Image.fromarray(hwc(torchvision_rgb(path)))))
+
+
+@contextlib.contextmanager
+def cache_decoder(decoder: str) -> Iterator[None]:
+    """Cache builds meanwhile decode with `decoder` (the build's forked processes too)."""
+    chosen = torchvision_for_cache if decoder == "torchvision" else decode_for_cache
+    vocproj.cache.decode_for_cache = chosen
+    try:
+        yield
+    finally:
+        vocproj.cache.decode_for_cache = decode_for_cache
+
+
+def real_photos(root: Path | None, count: int) -> VOCClassification | str:
+    """The first `count` photos of the real tree's split, or why there are none to measure."""
+    try:
+        photos = VOCClassification(root or load_profile(REAL_PROFILE).voc_root, REAL_SPLIT)
+    except VocprojError as err:
+        return str(err)
+    photos.ids = photos.ids[:count]  # all that a cache build reads
+    return photos
+
+
+def cache_decoding(photos: VOCClassification, size: int, repeats: int) -> dict[str, Any]:
+    """Decode-alone and cache-build rates of both decoders on the photos, and their difference."""
+    started = time.perf_counter()
+    paths = [photos.image_path(image_id) for image_id in photos.ids]
+    decoders: dict[str, Callable[[Path], Any]] = {"pil": open_rgb, "torchvision": torchvision_rgb}
+    print(f"cache decoding: warming up on {len(paths)} real photos", flush=True)
+    decode_difference = 0  # the warm-up reads every file with both decoders and compares them
+    for path in paths:
+        pil, tv = np.asarray(open_rgb(path), np.int16), hwc(torchvision_rgb(path))
+        decode_difference = max(decode_difference, int(np.abs(pil - tv).max()))
+    rates: dict[str, dict[str, list[float]]] = {
+        kind: {name: [] for name in DECODERS} for kind in ("decode", "build")
+    }
+    arrays: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="vocproj-bench-cache-") as scratch:
+        for repeat in range(1, repeats + 1):
+            for name in DECODERS:
+                decode, began = decoders[name], time.perf_counter()
+                for path in paths:
+                    decode(path)
+                rates["decode"][name].append(len(paths) / (time.perf_counter() - began))
+            for name in DECODERS:
+                folder = Path(scratch) / name
+                shutil.rmtree(folder, ignore_errors=True)
+                with cache_decoder(name):
+                    began = time.perf_counter()
+                    arrays[name] = ensure_cache(photos, size, folder, progress=False)
+                    rates["build"][name].append(len(paths) / (time.perf_counter() - began))
+            line = "; ".join(
+                f"{kind} " + ", ".join(f"{name} {values[name][-1]:.0f}" for name in DECODERS)
+                for kind, values in rates.items()
+            )
+            print(f"cache decoding {repeat}/{repeats}: {line} img/s", flush=True)
+        pil, tv = (np.load(arrays[name], mmap_mode="r") for name in DECODERS)
+        cached = np.abs(pil.astype(np.int16) - tv.astype(np.int16))
+        cache_difference, cache_mean = int(cached.max()), float(cached.mean())
+        del pil, tv, cached
+    median = {
+        kind: {name: statistics.median(values[name]) for name in DECODERS}
+        for kind, values in rates.items()
+    }
+    return {
+        "photos": len(paths),
+        "voc_root": str(photos.root),
+        "split": photos.split,
+        "image_size": size,
+        "build_processes": build_processes(len(paths)),
+        "decode_ips": median["decode"],
+        "build_ips": median["build"],
+        "torchvision_vs_pil": {k: v["torchvision"] / v["pil"] for k, v in median.items()},
+        "max_abs_difference": {"decode": decode_difference, "cache": cache_difference},
+        "mean_abs_difference_cache": cache_mean,
+        "repeats": repeats,
+        "repetitions_ips": rates,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -244,44 +419,83 @@ def verdict(value: float, target: float) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     print()
-    print(f"{'img/s at ' + str(result['setup']['image_size']) + ' px':<16}"
+    if not result["backbones"]:
+        return print_decoding(result["cache_decoding"])
+    print(f"{'img/s at ' + str(result['setup']['image_size']) + ' px':<26}"
           f"{'baseline':>10}{'vocproj':>10}{'model only':>12}   "
           f"{'vocproj / baseline':<32}{'vocproj / model only'}")  # fmt: skip
-    for task, target in (("train", "train_vs_baseline"), ("eval", "eval_vs_baseline")):
-        row = result[task]
+    for backbone, results in result["backbones"].items():
+        for task, target in (("train", "train_vs_baseline"), ("eval", "eval_vs_baseline")):
+            row = results[task]
+            print(
+                f"{backbone + ' ' + task:<26}{row['baseline_ips']:>10.1f}"
+                f"{row['vocproj_ips']:>10.1f}{row['model_only_ips']:>12.1f}   "
+                f"{verdict(row['ratio_vs_baseline'], TARGETS[target]):<32}"
+                f"{verdict(row['ratio_vs_model_only'], TARGETS['vs_model_only'])}"
+            )
+    print()
+    print_decoding(result["cache_decoding"])
+
+
+def print_decoding(decoding: dict[str, Any]) -> None:
+    if "skipped" in decoding:
+        print(f"cache build on real photos: skipped ({decoding['skipped']})")
+        return
+    print(f"cache build on {decoding['photos']} real photos ({decoding['split']}) at "
+          f"{decoding['image_size']} px, img/s (medians of {decoding['repeats']})")  # fmt: skip
+    print(f"{'decoder':<26}{'decode only':>12}{'cache build':>13}")
+    print(f"{'':<26}{'(1 process)':>12}{'(' + str(decoding['build_processes']) + ' proc.)':>13}")
+    for name in DECODERS:
         print(
-            f"{task:<16}{row['baseline_ips']:>10.1f}{row['vocproj_ips']:>10.1f}"
-            f"{row['model_only_ips']:>12.1f}   "
-            f"{verdict(row['ratio_vs_baseline'], TARGETS[target]):<32}"
-            f"{verdict(row['ratio_vs_model_only'], TARGETS['vs_model_only'])}"
+            f"{name:<26}{decoding['decode_ips'][name]:>12.1f}{decoding['build_ips'][name]:>13.1f}"
         )
+    ratio = decoding["torchvision_vs_pil"]
+    print(f"{'torchvision / pil':<26}{ratio['decode']:>12.2f}{ratio['build']:>13.2f}")
+    difference = decoding["max_abs_difference"]
+    print(f"max |pil - torchvision| in grey levels: decoded {difference['decode']}, cached "
+          f"{difference['cache']} (mean {decoding['mean_abs_difference_cache']:.3f})")  # fmt: skip
     print()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    photos = real_photos(args.real_root, args.real_images) if args.real_images > 0 else "off"
+    if isinstance(photos, str):
+        print(f"cache build on real photos: skipped ({photos})", flush=True)
+        decoding: dict[str, Any] = {"skipped": photos}
+    else:
+        decoding = cache_decoding(photos, args.size, args.decode_repeats)
+    backbones: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vocproj-bench-") as tmp:
-        print(f"writing {args.train_images} + {args.val_images} VOC-sized JPEGs", flush=True)
-        voc = write_voc_sized_tree(Path(tmp), args.train_images, args.val_images)
-        jpeg_bytes = [p.stat().st_size for p in (voc / "JPEGImages").glob("*.jpg")]
         profile = bench_profile(Path(tmp), args.size)
-        vocproj, baseline = runtime_for(profile), baseline_runtime(profile)
-        cache_started = time.perf_counter()
-        for split in (profile.settings.data.train_split, profile.settings.data.val_split):
-            open_split(profile, split, "eval", progress=True)
-        cache_seconds = time.perf_counter() - cache_started
-        train = images_per_second(training_measures(profile, baseline, vocproj), args.repeats,
-                                  "train")  # fmt: skip
-        evaluation = images_per_second(evaluation_measures(profile, baseline, vocproj),
-                                       args.repeats, "eval")  # fmt: skip
+        jpeg_bytes, cache_seconds = [0], 0.0
+        if args.backbones:
+            print(f"writing {args.train_images} + {args.val_images} VOC-sized JPEGs", flush=True)
+            voc = write_voc_sized_tree(Path(tmp), args.train_images, args.val_images)
+            jpeg_bytes = [p.stat().st_size for p in (voc / "JPEGImages").glob("*.jpg")]
+            cache_started = time.perf_counter()  # one cache serves both backbones
+            for split in (profile.settings.data.train_split, profile.settings.data.val_split):
+                open_split(profile, split, "eval", progress=True)
+            cache_seconds = time.perf_counter() - cache_started
+        for backbone in args.backbones:
+            backbones[backbone] = backbone_results(
+                bench_profile(Path(tmp), args.size, backbone), args.repeats
+            )
+    vocproj, baseline = runtime_for(profile), baseline_runtime(profile)
+    tasks = ("train", "eval")  # ResNet18's also where the earlier reports had them
+    earlier = (
+        {task: backbones["resnet18"][task] for task in tasks} if "resnet18" in backbones else {}
+    )
     result = {
-        "train": train,
-        "eval": evaluation,
+        **earlier,
+        "backbones": backbones,
+        "cache_decoding": decoding,
         "hardware": hardware(vocproj),
         "targets": TARGETS,
         "setup": {
             "image_size": args.size,
+            "backbones": args.backbones,
             "train_images_per_epoch": args.train_images,
             "val_images": args.val_images,
             "presets": [phase.preset for phase in profile.settings.train.phases],
