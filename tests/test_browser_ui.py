@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -129,19 +130,28 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
+@contextmanager
+def opened_page(browser: Browser, url: str, width: int, height: int) -> Iterator[Page]:
+    """A new page at `url` with the tests' timeouts, in a context of its own closed afterwards."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(ACTION_TIMEOUT_MS)
+    page.goto(url, timeout=LOAD_TIMEOUT_MS)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser: Browser, voila_url: str) -> Iterator[Page]:
     """The app, loaded and showing its example prediction."""
-    context = browser.new_context(viewport={"width": 1100, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(ACTION_TIMEOUT_MS)
-    page.goto(voila_url, timeout=LOAD_TIMEOUT_MS)
-    page.wait_for_selector(".vocproj-predict-result span, .vocproj-predict-result p",
-                           timeout=LOAD_TIMEOUT_MS)  # fmt: skip
-    wait_for_image(page.locator(".vocproj-chart"))
-    yield page
-    assert "Traceback" not in page.content()
-    context.close()
+    with opened_page(browser, voila_url, 1100, 1000) as page:
+        page.wait_for_selector(".vocproj-predict-result span, .vocproj-predict-result p",
+                               timeout=LOAD_TIMEOUT_MS)  # fmt: skip
+        wait_for_image(page.locator(".vocproj-chart"))
+        yield page
+        assert "Traceback" not in page.content()
 
 
 def wait_for_image(image: Locator, other_than: str | None = None) -> str:

@@ -23,12 +23,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 from test_browser_ui import (
-    ACTION_TIMEOUT_MS,
-    LOAD_TIMEOUT_MS,
     SHOTS,
     choose_file,
     free_port,
     needs_chromium,
+    opened_page,
     prepare_notebook,
     wait_for_image,
     wait_until_serving,
@@ -170,13 +169,9 @@ def lab_notebook_url(tmp_path: Path, tiny_yaml: Path) -> Iterator[str]:
 @pytest.fixture
 def lab_page(browser: Browser, lab_notebook_url: str) -> Iterator[Page]:
     """Notebook 05 open in JupyterLab, its kernel started and idle."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1200})
-    page = context.new_page()
-    page.set_default_timeout(ACTION_TIMEOUT_MS)
-    page.goto(lab_notebook_url, timeout=LOAD_TIMEOUT_MS)
-    wait_for_idle_kernel(page)
-    yield page
-    context.close()
+    with opened_page(browser, lab_notebook_url, 1400, 1200) as page:
+        wait_for_idle_kernel(page)
+        yield page
 
 
 def wait_for_idle_kernel(page: Page) -> None:
