@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from test_browser_ui import (
     SHOTS,
     choose_file,
@@ -49,6 +50,9 @@ STOP_S = 60  # SIGTERM to answer: the server shuts its kernels down, then exits
 KERNEL_TIMEOUT_MS = 300_000  # a fresh kernel imports torch, loads the model, predicts, charts
 TCP_LISTEN = "0A"  # the state column of a listening socket in /proc/net/tcp
 AS_ROOT = os.geteuid() == 0
+RUN_ALL_ATTEMPTS, START_TIMEOUT_MS = 3, 30_000
+ANY_CELL_STARTED = """() => [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")]
+    .some((p) => /^\\[(\\d+|\\*)\\]:$/.test(p.innerText.trim()))"""  # [*]: running, [n]: ran
 EVERY_CELL_RAN = """() => {
     const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")];
     return prompts.length > 0 && prompts.every((p) => /^\\[\\d+\\]:$/.test(p.innerText.trim()));
@@ -136,11 +140,15 @@ def test_make_lab_starts_as_root_and_listens_on_localhost_only(tmp_path: Path):
 def own_lab_settings(folder: Path) -> dict[str, str]:
     """An environment whose JupyterLab keeps its user settings and workspaces in `folder`, so
     nothing of a person's JupyterLab (open tabs, settings) changes what the test sees; and
-    that never asks to fetch Jupyter's news (a pop-up over the app, and no network here)."""
+    that never asks to fetch Jupyter's news (a pop-up over the app, and no network here) and
+    renders every cell (its prompt is what says it ran)."""
     settings = folder / "lab-settings"
     notifications = settings / "@jupyterlab" / "apputils-extension"
     notifications.mkdir(parents=True)
     (notifications / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    notebooks = settings / "@jupyterlab" / "notebook-extension"
+    notebooks.mkdir(parents=True)  # every cell in the DOM, not only those scrolled into view
+    (notebooks / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     return {
         **os.environ,
         "JUPYTERLAB_SETTINGS_DIR": str(settings),
@@ -183,8 +191,14 @@ def wait_for_idle_kernel(page: Page) -> None:
 def run_all_cells(page: Page) -> None:
     """Run ▸ Run All Cells from JupyterLab's menu bar; wait until every code cell has run
     (its prompt shows an execution count, not [*] or [ ]) and the kernel is idle."""
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    for _ in range(RUN_ALL_ATTEMPTS):  # on a loaded machine the first click can come too early
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(ANY_CELL_STARTED, timeout=START_TIMEOUT_MS)
+            break
+        except PlaywrightTimeoutError:
+            continue
     page.wait_for_function(EVERY_CELL_RAN, timeout=KERNEL_TIMEOUT_MS)
     wait_for_idle_kernel(page)
 
