@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from torch import nn
 
 from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data
 from vocproj.io import atomic_write_json
 from vocproj.metrics import mean_average_precision
 from vocproj.model import build_model
-from vocproj.runtime import runtime_for
+from vocproj.runtime import Runtime, runtime_for
 from vocproj.train import frozen_features, on_runtime
 from vocproj.voc import CLASSES, PRESENT
 
@@ -32,14 +33,13 @@ def probe_path(profile: Profile) -> Path:
     return profile.report_dir / PROBE_FILE
 
 
-def split_features(profile: Profile, split: str, progress: bool) -> tuple[np.ndarray, Any]:
-    """The frozen starting network's features of every image of a split, and the split."""
-    settings = profile.settings
-    runtime = runtime_for(profile)
-    model = build_model(settings.model.backbone, settings.model.weights, len(CLASSES))
+def split_features(
+    profile: Profile, model: nn.Module, runtime: Runtime, split: str, progress: bool
+) -> tuple[np.ndarray, Any]:
+    """The frozen network's features of every image of a split, and the split."""
     dataset = open_split(profile, split, "eval", progress=progress)
-    batch_size = settings.train.eval_batch_size
-    items = frozen_features(on_runtime(model, runtime), dataset, batch_size, runtime, progress)
+    batch_size = profile.settings.train.eval_batch_size
+    items = frozen_features(model, dataset, batch_size, runtime, progress)
     return items.features.numpy(), dataset
 
 
@@ -63,9 +63,14 @@ def linear_probe(profile: Profile, *, c: float = DEFAULT_C, progress: bool = Tru
     """Fit the probe on the train split, score val, write probe.json; return its contents."""
     started = time.perf_counter()
     prepare_data(profile, progress=progress)
-    data = profile.settings.data
-    train_x, train_set = split_features(profile, data.train_split, progress)
-    val_x, val_set = split_features(profile, data.val_split, progress)
+    settings = profile.settings
+    runtime = runtime_for(profile)
+    starting = build_model(settings.model.backbone, settings.model.weights, len(CLASSES))
+    model = on_runtime(starting, runtime)
+    train_x, train_set = split_features(
+        profile, model, runtime, settings.data.train_split, progress
+    )
+    val_x, val_set = split_features(profile, model, runtime, settings.data.val_split, progress)
     scores = fit_and_score(train_x, train_set.labels, val_x, c)
     mean_ap, per_class = mean_average_precision(scores, val_set.labels)
     result = {
