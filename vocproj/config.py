@@ -37,7 +37,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-DataSource = Literal["sample", "voc2012", "voc2007", "voc2007-real", "local"]
+DataSource = Literal["sample", "voc2012", "voc2007", "voc2007-real", "local", "export"]
+Layout = Literal["auto", "devkit", "flat", "roboflow"]
 
 
 class DataSettings(_Section):
@@ -46,8 +47,14 @@ class DataSettings(_Section):
     `source`: `sample` (generated), `voc2012` / `voc2007` (downloaded: VOC2012 trainval, VOC2007
     trainval + test), `voc2007-real` (2,000 VOC2007 test photos in a fixed train/val split; the id
     lists travel with vocproj, the photos are fetched) or `local` (a devkit tree already on disk,
-    never fetched). The tree is `<root>/VOCdevkit/VOC<year>`, or that of the first folder in
-    `prefer_roots` that holds one, which is then read in place.
+    never fetched), or `export`: a dataset exported by an annotation tool (CVAT, labelImg,
+    Roboflow) in `export_dir`, read in place and never written (see vocproj/layouts.py). The
+    tree is `<root>/VOCdevkit/VOC<year>`, or that of the first folder in `prefer_roots` that
+    holds one, which is then read in place; `root` also holds the image cache and, for an
+    export without a train/val split, the split lists vocproj draws (`<root>/splits/`).
+
+    `classes`: `voc` (the 20 VOC classes), `dataset` (CVAT's labelmap.txt, else every `<name>`
+    in the annotations, sorted) or the list itself, in the order of the model's outputs.
     """
 
     source: DataSource
@@ -57,8 +64,21 @@ class DataSettings(_Section):
         default_factory=list,
         description="folders tried before root: the first holding VOCdevkit/VOC<year> is used",
     )
+    export_dir: str | None = Field(
+        default=None, description="the annotation tool's export (source: export)"
+    )
+    layout: Layout = "auto"
+    classes: Literal["voc", "dataset"] | list[str] = "voc"
     train_split: str = "train"
     val_split: str = "val"
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.2, description="share of val in a split vocproj draws (no split in the export)"
+    )
+    images_without_xml: Literal["skip", "negative"] = Field(
+        default="skip",
+        description="images of an export without an annotation: left out (and listed), or "
+        "counted as negatives for every class",
+    )
     difficult: Literal[DIFFICULT_MODES] = "ignore"  # type: ignore[valid-type]
     sample_train_images: PositiveInt = 300
     sample_val_images: PositiveInt = 200
@@ -67,6 +87,17 @@ class DataSettings(_Section):
         default=True,
         description="decode and resize each image once into <root>/cache (see vocproj/cache.py)",
     )
+
+    @model_validator(mode="after")
+    def _export_has_a_folder(self) -> DataSettings:
+        if (self.source == "export") != (self.export_dir is not None):
+            raise ValueError("data.export_dir is set for source: export, and only for it")
+        if isinstance(self.classes, list):
+            if len(self.classes) < 2:
+                raise ValueError(f"data.classes needs at least 2 classes, got {self.classes}")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"data.classes lists a class twice: {self.classes}")
+        return self
 
 
 class ModelSettings(_Section):
@@ -181,6 +212,17 @@ class Profile(_Section):
             if (candidate / "ImageSets" / "Main").is_dir():
                 return candidate
         return self.data_root / self.devkit_subdir
+
+    @property
+    def export_dir(self) -> Path | None:
+        """The annotation tool's export (source: export), read in place."""
+        folder = self.settings.data.export_dir
+        return None if folder is None else self.resolve(folder)
+
+    @property
+    def splits_dir(self) -> Path:
+        """`<data root>/splits`: the train/val lists vocproj draws for an export without them."""
+        return self.data_root / "splits"
 
     @property
     def cache_dir(self) -> Path:

@@ -1,4 +1,7 @@
-"""PASCAL VOC class names, classification labels parsed from the devkit files, and the Dataset.
+"""The VOC annotation format: XML and the devkit's ImageSets → labels, and the Dataset.
+
+The 20 PASCAL VOC class names are the default class list; a run may bring its own (see
+`vocproj/layouts.py`), and everything here takes the list it is given.
 
 Inside vocproj a label is 1 = at least one non-difficult object of the class, 0 = absent,
 -1 = only difficult objects of the class. The devkit's per-class files
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree.ElementTree import Element, ParseError
@@ -28,8 +32,14 @@ CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
-NUM_CLASSES = len(CLASSES)
-CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+
+def describe_classes(classes: Sequence[str] | None) -> str:
+    """A class list for a message: all of it, in order."""
+    if classes is None:
+        return "no recorded classes"
+    return f"{len(classes)} classes [{', '.join(classes)}]"
+
 
 PRESENT, ABSENT, DIFFICULT_ONLY = 1, 0, -1
 # The devkit's per-class file values (1 present, -1 absent, 0 difficult only) ↔ vocproj's labels.
@@ -107,11 +117,24 @@ def _is_difficult(obj: Element, xml_path: Path) -> bool:
         ) from None
 
 
-def parse_annotation(xml_path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
-    """Return (class name, difficult) for each top-level `<object>` of a VOC annotation file.
+@dataclass(frozen=True)
+class Annotation:
+    """One annotation file: the image it names (`<filename>`, if any) and its objects."""
 
-    Parts (`<part>` of a person), `<actions>`, `<pose>`, `<truncated>`, `<occluded>` and box
-    coordinates are not needed for classification and are ignored.
+    path: Path
+    filename: str | None
+    objects: list[tuple[str, bool]]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.objects]
+
+
+def read_annotation(xml_path: str | os.PathLike[str]) -> Annotation:
+    """Read a VOC annotation file: `<filename>` and (class name, difficult) per `<object>`.
+
+    Parts (`<part>` of a person), `<actions>`, `<pose>`, `<truncated>`, `<occluded>`, CVAT's
+    `<attributes>` and box coordinates are not needed for classification and are ignored.
     """
     path = Path(xml_path)
     try:
@@ -122,48 +145,107 @@ def parse_annotation(xml_path: str | os.PathLike[str]) -> list[tuple[str, bool]]
         ) from None
     except ParseError as err:
         raise DatasetError(
-            f"annotation {path} is malformed XML ({err}); {FIX_DATA_HINT}."
+            f"annotation {path} is malformed XML ({err}); fix or remove the file, or "
+            f"{FIX_DATA_HINT}."
         ) from None
-    objects = []
-    for obj in root.findall("object"):
-        name = _text(obj, "name", path)
-        if name not in CLASS_INDEX:
+    objects = [
+        (_text(obj, "name", path), _is_difficult(obj, path)) for obj in root.findall("object")
+    ]
+    filename = (root.findtext("filename") or "").strip() or None
+    return Annotation(path, filename, objects)
+
+
+def check_class_names(annotation: Annotation, classes: Sequence[str]) -> None:
+    """Raise a DatasetError naming the file when it names a class outside `classes`."""
+    known = set(classes)
+    for name in annotation.names:
+        if name not in known:
             raise DatasetError(
-                f"annotation {path} names an unknown class {name!r}; the VOC classes are "
-                f"{', '.join(CLASSES)}. Fix the file or {FIX_DATA_HINT}."
+                f"annotation {annotation.path} names the class {name!r}, which is not in the "
+                f"run's class list ({', '.join(classes)}). Add it to the profile's data.classes, "
+                f"use data.classes: dataset, or fix the file."
             )
-        objects.append((name, _is_difficult(obj, path)))
-    return objects
 
 
-def labels_from_objects(objects: Sequence[tuple[str, bool]]) -> np.ndarray:
-    """Turn (class, difficult) pairs into one int8 row of 1 / -1 / 0 per class."""
-    row = np.zeros(NUM_CLASSES, dtype=np.int8)
+def parse_annotation(
+    xml_path: str | os.PathLike[str], classes: Sequence[str] = CLASSES
+) -> list[tuple[str, bool]]:
+    """Return (class name, difficult) for each top-level `<object>`, every name in `classes`."""
+    annotation = read_annotation(xml_path)
+    check_class_names(annotation, classes)
+    return annotation.objects
+
+
+def labels_from_objects(
+    objects: Sequence[tuple[str, bool]], classes: Sequence[str] = CLASSES
+) -> np.ndarray:
+    """Turn (class, difficult) pairs into one int8 row of 1 / -1 / 0 per class of `classes`."""
+    index = {name: i for i, name in enumerate(classes)}
+    row = np.zeros(len(classes), dtype=np.int8)
     for name, difficult in objects:
-        index = CLASS_INDEX[name]
+        c = index[name]
         if not difficult:
-            row[index] = PRESENT
-        elif row[index] == ABSENT:
-            row[index] = DIFFICULT_ONLY
+            row[c] = PRESENT
+        elif row[c] == ABSENT:
+            row[c] = DIFFICULT_ONLY
     return row
 
 
-def read_labels(
-    voc_root: str | os.PathLike[str], split: str, *, check_class_files: bool = True
-) -> tuple[list[str], np.ndarray]:
-    """Read a split's ids and their N×20 int8 labels from the annotation XML.
+@dataclass(frozen=True)
+class LabelledSplit:
+    """One split of a dataset: ids, where each image and its annotation are, N×C int8 labels.
+
+    An image without annotation (an export's image counted as a negative) has None there.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    ids: list[str]
+    image_paths: list[Path]
+    annotation_paths: list[Path | None]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        shape = (len(self.ids), len(self.classes))
+        lengths = {len(self.ids), len(self.image_paths), len(self.annotation_paths)}
+        if len(lengths) != 1 or self.labels.shape != shape:
+            raise ValueError(f"split {self.name}: ids, image paths and labels {shape} disagree")
+
+
+def read_devkit_split(
+    voc_root: str | os.PathLike[str],
+    split: str,
+    classes: Sequence[str] = CLASSES,
+    *,
+    check_class_files: bool = True,
+) -> LabelledSplit:
+    """A devkit tree's split: ids from ImageSets/Main/<split>.txt, labels from the XML.
 
     Where the devkit's per-class `<class>_<split>.txt` files exist they are checked against the
     XML, and the first disagreement raises a DatasetError.
     """
     root = check_voc_root(voc_root)
     ids = read_split_ids(root, split)
+    annotations = [root / "Annotations" / f"{image_id}.xml" for image_id in ids]
     labels = np.stack(
-        [labels_from_objects(parse_annotation(root / "Annotations" / f"{i}.xml")) for i in ids]
+        [labels_from_objects(parse_annotation(a, classes), classes) for a in annotations]
     )
     if check_class_files:
-        verify_class_files(root, split, ids, labels)
-    return ids, labels
+        verify_class_files(root, split, ids, labels, classes)
+    paths = [jpeg_path(root, image_id) for image_id in ids]
+    return LabelledSplit(split, tuple(classes), ids, paths, list(annotations), labels)
+
+
+def read_labels(
+    voc_root: str | os.PathLike[str],
+    split: str,
+    *,
+    classes: Sequence[str] = CLASSES,
+    check_class_files: bool = True,
+) -> tuple[list[str], np.ndarray]:
+    """A devkit split's ids and their N×C int8 labels (see `read_devkit_split`)."""
+    labelled = read_devkit_split(voc_root, split, classes, check_class_files=check_class_files)
+    return labelled.ids, labelled.labels
 
 
 def read_class_file(path: Path) -> dict[str, int]:
@@ -189,19 +271,31 @@ def write_class_file(path: Path, ids: Sequence[str], labels: np.ndarray) -> None
     path.write_text("".join(lines))
 
 
-def write_class_files(main: Path, split: str, ids: Sequence[str], labels: np.ndarray) -> None:
+def write_class_files(
+    main: Path,
+    split: str,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    classes: Sequence[str] = CLASSES,
+) -> None:
     """Write `<split>.txt` and every `<class>_<split>.txt` of a split into ImageSets/Main."""
     (main / f"{split}.txt").write_text("".join(f"{image_id}\n" for image_id in ids))
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(classes):
         write_class_file(main / f"{name}_{split}.txt", ids, labels[:, c])
 
 
 DEVKIT_MEANING = {1: "present", -1: "absent", 0: "difficult only"}
 
 
-def verify_class_files(root: Path, split: str, ids: Sequence[str], labels: np.ndarray) -> None:
+def verify_class_files(
+    root: Path,
+    split: str,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    classes: Sequence[str] = CLASSES,
+) -> None:
     """Check the per-class split files that exist agree with labels parsed from the XML."""
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(classes):
         path = root / "ImageSets" / "Main" / f"{name}_{split}.txt"
         if not path.is_file():
             continue
@@ -258,34 +352,34 @@ def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
 
 
 class VOCClassification(torch.utils.data.Dataset):
-    """VOC images with (image, 20-vector target, loss mask, id) items for one split."""
+    """A labelled split as (image, C-vector target, loss mask, id) items."""
 
     def __init__(
         self,
-        voc_root: str | os.PathLike[str],
-        split: str,
+        labelled: LabelledSplit,
         transform: Callable[[Image.Image], Any] | None = None,
         difficult: DifficultMode = "ignore",
-        check_class_files: bool = True,
     ) -> None:
-        self.root = check_voc_root(voc_root)
-        self.split = split
+        self.labelled = labelled
+        self.split = labelled.name
+        self.classes = labelled.classes
+        self.ids, self.labels = labelled.ids, labelled.labels
         self.transform = transform
         self.difficult = difficult
-        self.ids, self.labels = read_labels(self.root, split, check_class_files=check_class_files)
         self.targets, self.masks = loss_targets(self.labels, difficult)
+        self._paths = dict(zip(labelled.ids, labelled.image_paths, strict=True))
         self._check_images_exist()
 
     def _check_images_exist(self) -> None:
-        for image_id in self.ids:
-            if not self.image_path(image_id).is_file():
+        for image_id, path in self._paths.items():
+            if not path.is_file():
                 raise DatasetError(
-                    f"image {self.image_path(image_id)} is missing for id {image_id} of split "
-                    f"{self.split}; {FIX_DATA_HINT}, or remove the id from the split file."
+                    f"image {path} is missing for id {image_id} of split {self.split}; "
+                    f"{FIX_DATA_HINT}, or remove the id from the split file."
                 )
 
     def image_path(self, image_id: str) -> Path:
-        return jpeg_path(self.root, image_id)
+        return self._paths[image_id]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -298,3 +392,14 @@ class VOCClassification(torch.utils.data.Dataset):
         target = torch.from_numpy(self.targets[index])
         mask = torch.from_numpy(self.masks[index])
         return image, target, mask, image_id
+
+
+def open_devkit_split(
+    voc_root: str | os.PathLike[str],
+    split: str,
+    transform: Callable[[Image.Image], Any] | None = None,
+    difficult: DifficultMode = "ignore",
+    classes: Sequence[str] = CLASSES,
+) -> VOCClassification:
+    """The Dataset of a devkit tree's split (the 20 VOC classes unless told otherwise)."""
+    return VOCClassification(read_devkit_split(voc_root, split, classes), transform, difficult)
