@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import text_to_path
 
+from vocproj.artifacts import (
+    METRIC_FIGURES,
+    PER_CLASS_AP_FIGURE,
+    PR_CURVES_FIGURE,
+    THRESHOLD_SWEEP_FIGURE,
+)
 from vocproj.errors import VocprojError
 from vocproj.io import atomic_write_bytes
 from vocproj.metrics import (
@@ -29,29 +38,74 @@ from vocproj.metrics import (
     voc_ap,
 )
 
-THRESHOLD_SWEEP_FIGURE = "threshold_sweep.png"
-PER_CLASS_AP_FIGURE = "per_class_ap.png"
-PR_CURVES_FIGURE = "pr_curves.png"
-METRIC_FIGURES = (THRESHOLD_SWEEP_FIGURE, PER_CLASS_AP_FIGURE, PR_CURVES_FIGURE)
 PHASE_BOUNDARY_GID = "phase-boundary"
 DPI = 150
 WIDTH_IN = 8.0
 HISTORY_KEYS = ("phase", "epoch", "train_loss", "val_loss")
-GRID_COLUMNS = 5
 
 PathLike = str | os.PathLike[str]
 
+# Class-indexed figures were laid out for the 20 VOC classes; a dataset may have 2 to 100.
+# Up to 20 classes their fonts keep the 20-class size; beyond, fonts shrink linearly to 60 %
+# of it at 100 classes (never under 5 pt), and every class row is 1.5 label sizes tall.
+LAYOUT_CLASSES = 20
+CROWDED_CLASSES = 100
+CROWDED_FONT_SCALE = 0.6
+MIN_FONT_PT = 5.0
+ROW_PITCH = 1.5
+POINTS_PER_INCH = 72
+TICK_PT = 10.0  # matplotlib's default tick label size
+SMALL_PT = 8.33  # matplotlib's "small" at its default 10 pt
+CELL_COUNT_PT = 6.5
+MAX_COUNTED_CLASSES = 30  # above this the co-occurrence cells are too small for numbers
+MIN_GRID_COLUMNS, MAX_GRID_COLUMNS = 3, 10
+PR_PANEL_IN, PR_ROW_IN = 1.6, 1.7  # PR panel width and row height with 5 columns of 8 in
+MIN_PR_PANEL_IN = 1.25
+TITLE_LINE_SPACING = 1.2  # matplotlib's default line spacing
+PROBABILITY_CHART_SIZE_IN = (3.9, 4.6)
+PROBABILITY_CHART_DPI = 100
+PROBABILITY_TICK_PT = 8.0
+THRESHOLD_MARK_AREA = 120
+
+
+def class_fontsize(n_classes: int, base_pt: float) -> float:
+    """`base_pt` up to 20 classes, shrinking linearly to 60 % of it at 100; never under 5 pt."""
+    crowding = (n_classes - LAYOUT_CLASSES) / (CROWDED_CLASSES - LAYOUT_CLASSES)
+    scale = 1 - (1 - CROWDED_FONT_SCALE) * min(1.0, max(0.0, crowding))
+    return max(MIN_FONT_PT, base_pt * scale)
+
+
+def rows_height(n_rows: int, base_height_in: float, base_pt: float) -> float:
+    """Figure height (inches) for `n_rows` class rows labelled at `class_fontsize(n_rows, base_pt)`.
+
+    It is `base_height_in` at 20 rows; each row more (or fewer) adds (or removes) its pitch of
+    1.5 label sizes, so the rows never get closer than their labels are tall.
+    """
+    extra = n_rows * _row_pitch_in(n_rows, base_pt)
+    return base_height_in + (extra - LAYOUT_CLASSES * _row_pitch_in(LAYOUT_CLASSES, base_pt))
+
+
+def _row_pitch_in(n_rows: int, base_pt: float) -> float:
+    return ROW_PITCH * class_fontsize(n_rows, base_pt) / POINTS_PER_INCH
+
+
+def png_bytes(fig: Figure, dpi: float = DPI) -> bytes:
+    """Render `fig` to PNG in memory (no metadata that varies)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
 
 def save_figure(fig: Figure, path: PathLike) -> None:
-    """Render `fig` to PNG in memory, then write it atomically (no metadata that varies)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    atomic_write_bytes(path, buffer.getvalue())
+    """Render `fig` to PNG in memory, then write it atomically."""
+    atomic_write_bytes(path, png_bytes(fig))
 
 
-def new_figure(height_in: float, width_in: float = WIDTH_IN, **subplots: Any) -> tuple[Figure, Any]:
+def new_figure(
+    height_in: float, width_in: float = WIDTH_IN, dpi: float = DPI, **subplots: Any
+) -> tuple[Figure, Any]:
     """A pyplot-free Figure on an Agg canvas with its subplots (the house size and dpi)."""
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(**subplots)
 
@@ -179,7 +233,7 @@ def plot_per_class_ap(metrics: Mapping[str, Any], path: PathLike | None = None) 
     """Horizontal AP bar per class, the mAP as a vertical line."""
     classes = metrics["classes"]
     ap = [_number(metrics["ap"][name]) for name in classes]
-    fig, ax = new_figure(6.5)
+    fig, ax = new_figure(rows_height(len(classes), 6.5, TICK_PT))
     rows = np.arange(len(classes))
     ax.barh(rows, np.nan_to_num(ap), color="tab:blue")
     for row, value in zip(rows, ap, strict=True):
@@ -189,13 +243,13 @@ def plot_per_class_ap(metrics: Mapping[str, Any], path: PathLike | None = None) 
             row,
             text,
             va="center",
-            fontsize="small",
+            fontsize=class_fontsize(len(classes), SMALL_PT),
             bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
         )
     if metrics["map"] is not None:
         ax.axvline(metrics["map"], color="tab:red", label=f"mAP {metrics['map']:.3f}")
         fig.legend(loc="outside lower center")
-    ax.set_yticks(rows, classes)
+    ax.set_yticks(rows, classes, fontsize=class_fontsize(len(classes), TICK_PT))
     ax.invert_yaxis()
     ax.set(
         title="Average precision per class (VOC2010+ AP, difficult excluded)",
@@ -208,23 +262,42 @@ def plot_per_class_ap(metrics: Mapping[str, Any], path: PathLike | None = None) 
 
 
 def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
-    """Precision–recall curve of every class in one grid, AP area shaded, difficult excluded."""
-    n_rows = math.ceil(len(scores.classes) / GRID_COLUMNS)
+    """Precision–recall curve of every class in one grid, AP area shaded, difficult excluded.
+
+    About √n columns (3 to 10) of panels at least 1.25 in wide; long class names wrap in the
+    panel titles, and the figure grows by a row height per row and a line per title line.
+    """
+    n_classes = len(scores.classes)
+    n_columns = grid_columns(n_classes)
+    n_rows = math.ceil(n_classes / n_columns)
+    width_in = max(WIDTH_IN, n_columns * MIN_PR_PANEL_IN)
+    panel_in = width_in / n_columns
+    title_pt = class_fontsize(n_classes, SMALL_PT)
+    aps = [voc_ap(scores.scores[:, c], scores.labels[:, c]) for c in range(n_classes)]
+    titles = [
+        _pr_title(name, ap, 0.9 * panel_in * POINTS_PER_INCH, title_pt)
+        for name, ap in zip(scores.classes, aps, strict=True)
+    ]
     fig, axes = new_figure(
-        1.7 * n_rows + 0.6,
+        n_rows * _pr_row_height_in(panel_in, titles, title_pt) + 0.6,
+        width_in,
         nrows=n_rows,
-        ncols=GRID_COLUMNS,
+        ncols=n_columns,
         sharex=True,
         sharey=True,
         squeeze=False,
     )
+    _set_pr_scales(axes[0, 0])
     for c, ax in enumerate(axes.flat):
-        if c < len(scores.classes):
-            _draw_pr_curve(ax, scores.scores[:, c], scores.labels[:, c], scores.classes[c])
+        if c < n_classes:
+            _draw_pr_curve(ax, scores.scores[:, c], scores.labels[:, c], aps[c])
+            ax.set_title(titles[c], fontsize=title_pt)
+            ax.tick_params(labelsize=class_fontsize(n_classes, TICK_PT))
         else:
             ax.set_axis_off()
-    for ax in axes[-1]:
+    for ax in _lowest_panels(axes, n_classes):
         ax.set_xlabel("recall")
+        ax.tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("precision")
     fig.suptitle("Precision–recall per class (fractions; shaded area = VOC AP)")
@@ -232,14 +305,53 @@ def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
     return finish_figure(fig, path)
 
 
-def _draw_pr_curve(ax: Axes, scores_1d: np.ndarray, labels_1d: np.ndarray, name: str) -> None:
-    ap = voc_ap(scores_1d, labels_1d)
+def grid_columns(n_panels: int) -> int:
+    """Columns of a grid of `n_panels` panels: about √n, at least 3 and at most 10."""
+    return min(MAX_GRID_COLUMNS, max(MIN_GRID_COLUMNS, math.ceil(math.sqrt(n_panels))))
+
+
+def _lowest_panels(axes: np.ndarray, n_panels: int) -> list[Axes]:
+    """The lowest used panel of each column of a grid filled row by row with `n_panels`."""
+    n_columns = axes.shape[1]
+    used_columns = range(min(n_columns, n_panels))
+    return [axes[(n_panels - 1 - column) // n_columns, column] for column in used_columns]
+
+
+def _pr_row_height_in(panel_in: float, titles: Sequence[str], title_pt: float) -> float:
+    """1.7 in per row of 1.6 in wide panels, scaled with the width, plus any wrapped title lines."""
+    extra_lines = max(title.count("\n") for title in titles)
+    wrapped_in = extra_lines * TITLE_LINE_SPACING * title_pt / POINTS_PER_INCH
+    return PR_ROW_IN * (panel_in / PR_PANEL_IN) + wrapped_in
+
+
+def _pr_title(name: str, ap: float, budget_pt: float, fontsize: float) -> str:
+    """'name  AP 0.123' (or 'name: no positives') on one line when it fits `budget_pt`.
+
+    Otherwise the name is wrapped over as few lines of even length as fit, above the AP.
+    """
+    separator, detail = (": ", "no positives") if math.isnan(ap) else ("  ", f"AP {ap:.3f}")
+    one_line = f"{name}{separator}{detail}"
+    if _text_width_pt(one_line, fontsize) <= budget_pt:
+        return one_line
+    n_lines = math.ceil(_text_width_pt(name, fontsize) / budget_pt)
+    return "\n".join([*textwrap.wrap(name, math.ceil(len(name) / n_lines)), detail])
+
+
+def _text_width_pt(text: str, fontsize: float) -> float:
+    prop = FontProperties(size=fontsize)
+    return text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]
+
+
+def _set_pr_scales(ax: Axes) -> None:
+    """Limits and ticks of one panel, which every panel of the grid shares."""
     ax.set(xlim=(0.0, 1.0), ylim=(0.0, 1.05))
     ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
     ax.set_yticks([0, 0.5, 1], ["0", "0.5", "1"])
+
+
+def _draw_pr_curve(ax: Axes, scores_1d: np.ndarray, labels_1d: np.ndarray, ap: float) -> None:
     ax.grid(alpha=0.3)
     if math.isnan(ap):
-        ax.set_title(f"{name}: no positives", fontsize="small")
         return
     recall, precision = precision_recall_points(scores_1d, labels_1d)
     step_recall, step_precision = precision_envelope(recall, precision)
@@ -251,7 +363,6 @@ def _draw_pr_curve(ax: Axes, scores_1d: np.ndarray, labels_1d: np.ndarray, name:
         color="tab:blue",
     )
     ax.plot(recall, precision, color="tab:blue", linewidth=1)
-    ax.set_title(f"{name}  AP {ap:.3f}", fontsize="small")
 
 
 # ---------------------------------------------------------------- data exploration
@@ -264,12 +375,13 @@ def plot_label_frequency(
     present = (labels == 1).sum(axis=0)
     difficult = (labels == -1).sum(axis=0)
     rows = np.arange(len(classes))
-    fig, ax = new_figure(6.5)
+    fig, ax = new_figure(rows_height(len(classes), 6.5, TICK_PT))
     ax.barh(rows, present, color="tab:blue", label="present (label 1)")
     ax.barh(rows, difficult, left=present, color="tab:orange", label="difficult only (label -1)")
+    value_pt = class_fontsize(len(classes), SMALL_PT)
     for row, total in zip(rows, present + difficult, strict=True):
-        ax.text(total, row, f" {total}", va="center", fontsize="small")
-    ax.set_yticks(rows, classes)
+        ax.text(total, row, f" {total}", va="center", fontsize=value_pt)
+    ax.set_yticks(rows, classes, fontsize=class_fontsize(len(classes), TICK_PT))
     ax.invert_yaxis()
     ax.set_xlim(0, max(1, int((present + difficult).max())) * 1.12)
     ax.set(title="Images per class", xlabel="images (count)", ylabel="class")
@@ -281,27 +393,87 @@ def plot_label_frequency(
 def plot_cooccurrence(
     labels: np.ndarray, classes: Sequence[str], path: PathLike | None = None
 ) -> Figure:
-    """Images holding both classes (label 1); the diagonal, in grey, counts each class alone."""
+    """Images holding both classes (label 1); the diagonal, in grey, counts each class alone.
+
+    The cells hold their counts up to 30 classes; with more, only the colour tells them.
+    """
+    n_classes = len(classes)
     present = (labels == 1).astype(np.int64)
     counts = present.T @ present
-    diagonal = np.eye(len(classes), dtype=bool)
-    fig, ax = new_figure(7.5)
+    diagonal = np.eye(n_classes, dtype=bool)
+    grow_in = max(0.0, rows_height(n_classes, 7.5, TICK_PT) - 7.5)
+    fig, ax = new_figure(7.5 + grow_in, WIDTH_IN + grow_in)
+    fig.set_layout_engine("compressed")  # constrained layout misplaces fixed-aspect axes
     ax.imshow(diagonal, cmap="Greys", vmin=0, vmax=4)
     image = ax.imshow(np.ma.masked_array(counts, mask=diagonal), cmap="viridis")
-    threshold = 0.6 * np.where(diagonal, 0, counts).max()
-    for (row, col), count in np.ndenumerate(counts):
-        color = "black" if row == col or count > threshold else "white"
-        ax.text(col, row, str(count), ha="center", va="center", fontsize=6.5, color=color)
-    ticks = np.arange(len(classes))
-    ax.set_xticks(ticks, classes, rotation=90)
-    ax.set_yticks(ticks, classes)
-    ax.set_title(
-        "Label co-occurrence: images with both classes present\n"
-        "(grey diagonal: images with the class)"
-    )
+    title = "Label co-occurrence: images with both classes present\n"
+    if n_classes <= MAX_COUNTED_CLASSES:
+        _write_cell_counts(ax, counts, class_fontsize(n_classes, CELL_COUNT_PT))
+        title += "(grey diagonal: images with the class)"
+    else:
+        title += (
+            f"(grey diagonal: images with the class; no counts written for {n_classes} classes)"
+        )
+    ticks = np.arange(n_classes)
+    tick_pt = class_fontsize(n_classes, TICK_PT)
+    ax.set_xticks(ticks, classes, rotation=90, fontsize=tick_pt)
+    ax.set_yticks(ticks, classes, fontsize=tick_pt)
+    ax.set_title(title)
     ax.set(xlabel="class", ylabel="class")
     fig.colorbar(image, ax=ax, shrink=0.8, label="images (count)")
     return finish_figure(fig, path)
+
+
+def _write_cell_counts(ax: Axes, counts: np.ndarray, fontsize: float) -> None:
+    """Each cell's count, black on the grey diagonal and the bright cells, else white."""
+    diagonal = np.eye(len(counts), dtype=bool)
+    threshold = 0.6 * np.where(diagonal, 0, counts).max()
+    for (row, col), count in np.ndenumerate(counts):
+        color = "black" if row == col or count > threshold else "white"
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=fontsize, color=color)
+
+
+# ---------------------------------------------------------------- image browser
+
+
+def plot_probabilities(
+    probabilities: np.ndarray, thresholds: np.ndarray, classes: Sequence[str]
+) -> Figure:
+    """One image's probability per class as bars, blue where they pass their threshold.
+
+    One shared threshold is a dashed line; per-class thresholds are a mark on each row.
+    """
+    n_classes = len(classes)
+    tick_pt = class_fontsize(n_classes, PROBABILITY_TICK_PT)
+    width_in, height_in = PROBABILITY_CHART_SIZE_IN
+    fig, ax = new_figure(
+        rows_height(n_classes, height_in, PROBABILITY_TICK_PT), width_in, PROBABILITY_CHART_DPI
+    )
+    rows = np.arange(n_classes)
+    passed = probabilities >= thresholds
+    ax.barh(rows, probabilities, color=np.where(passed, "#1f77b4", "#c5cbd3"), height=0.7)
+    if np.all(thresholds == thresholds[0]):
+        ax.axvline(thresholds[0], color="#d62728", linestyle="--", linewidth=1.2)
+        title = f"threshold {thresholds[0]:.2f}"
+    else:
+        mark_area = THRESHOLD_MARK_AREA * (tick_pt / PROBABILITY_TICK_PT) ** 2
+        ax.scatter(thresholds, rows, marker="|", s=mark_area, color="#d62728", linewidths=1.6)
+        title = "per-class thresholds"
+    ax.set_yticks(rows, classes, fontsize=tick_pt)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(f"All {n_classes} classes ({title})", fontsize=9, color="#d62728")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def probability_chart_png(
+    probabilities: np.ndarray, thresholds: np.ndarray, classes: Sequence[str]
+) -> bytes:
+    """`plot_probabilities` as PNG bytes, for the image browser's prediction tab."""
+    return png_bytes(plot_probabilities(probabilities, thresholds, classes), PROBABILITY_CHART_DPI)
 
 
 # ---------------------------------------------------------------- report
