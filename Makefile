@@ -20,6 +20,7 @@ test: $(INSTALLED) lint
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # `make lab [LAB_PORT=8888]`: JupyterLab on 127.0.0.1 only, without opening a browser. Jupyter
 # refuses to start as root (containers) unless given --allow-root, so it gets that only then.
@@ -89,12 +90,14 @@ params/%.yaml:
 	@echo "error: $@ not found: PROFILE=<name> needs params/<name>.yaml" >&2; exit 1
 
 # ---------------------------------------------------------------- make browse
-# `make browse [PROFILE=sample]`: the browser (notebook 05) as a standalone page served by
+# `make browse [PROFILE=sample] [BROWSE_PORT=8866]`: the browser (notebook 05) as a standalone page served by
 # Voilà. papermill only writes the profile's parameters into a copy; Voilà runs that copy.
 # It reads what `make report` wrote: the best checkpoint, metrics.json and top50.json.
 .PHONY: browse
+BROWSE_PORT ?= 8866
 browse: $(PARAMS) | $(INSTALLED)
 	@mkdir -p $(RUN_DIR)
 	$(THIS_CHECKOUT) $(BIN)/papermill --prepare-only --parameters_file $(PARAMS) \
 		notebooks/05_browser.ipynb $(RUN_DIR)/05_browser.ipynb
-	$(THIS_CHECKOUT) $(BIN)/voila $(RUN_DIR)/05_browser.ipynb --Voila.ip=127.0.0.1
+	$(THIS_CHECKOUT) $(BIN)/voila $(RUN_DIR)/05_browser.ipynb --Voila.ip=127.0.0.1 \
+		--port=$(BROWSE_PORT) --no-browser

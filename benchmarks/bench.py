@@ -84,7 +84,7 @@ from vocproj.runtime import (
 from vocproj.sample import write_sample_dataset
 from vocproj.train import loader, on_runtime, predict_logits, state_for_model, train_one_epoch
 from vocproj.transforms import geometry
-from vocproj.voc import NUM_CLASSES, VOCClassification, open_rgb
+from vocproj.voc import CLASSES, VOCClassification, open_devkit_split, open_rgb
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 VOC_LONG_SIDE = 500
@@ -161,7 +161,7 @@ def baseline_runtime(profile: Profile) -> Runtime:
 
 def new_model(profile: Profile) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(profile.settings.model.backbone, "none", NUM_CLASSES)
+    return build_model(profile.settings.model.backbone, "none", len(CLASSES))
 
 
 def premade_batches(count: int, batch_size: int, size: int, runtime: Runtime) -> list[Any]:
@@ -170,7 +170,7 @@ def premade_batches(count: int, batch_size: int, size: int, runtime: Runtime) ->
     batches = []
     for _ in range(count):
         images = runtime.to_device(torch.randn(batch_size, 3, size, size, generator=generator))
-        target = (torch.rand(batch_size, NUM_CLASSES, generator=generator) < 0.1).float()
+        target = (torch.rand(batch_size, len(CLASSES), generator=generator) < 0.1).float()
         batches.append((images, target, torch.ones_like(target), [""] * batch_size))
     return batches
 
@@ -186,7 +186,7 @@ def training_measures(profile: Profile, baseline: Runtime, vocproj: Runtime) -> 
     }
     runtimes = {"baseline": baseline, "vocproj": vocproj, "model_only": vocproj}
     states = {
-        name: state_for_model(profile, 1, runtime, new_model(profile))
+        name: state_for_model(profile, 1, runtime, new_model(profile), CLASSES)
         for name, runtime in runtimes.items()
     }
     per_epoch = len(splits["vocproj"][0]) // batch
@@ -314,7 +314,7 @@ def cache_decoder(decoder: str) -> Iterator[None]:
 def real_photos(root: Path | None, count: int) -> VOCClassification | str:
     """The first `count` photos of the real tree's split, or why there are none to measure."""
     try:
-        photos = VOCClassification(root or load_profile(REAL_PROFILE).voc_root, REAL_SPLIT)
+        photos = open_devkit_split(root or load_profile(REAL_PROFILE).voc_root, REAL_SPLIT)
     except VocprojError as err:
         return str(err)
     photos.ids = photos.ids[:count]  # all that a cache build reads
@@ -364,7 +364,7 @@ def cache_decoding(photos: VOCClassification, size: int, repeats: int) -> dict[s
     }
     return {
         "photos": len(paths),
-        "voc_root": str(photos.root),
+        "voc_root": str(photos.labelled.image_paths[0].parents[1]),
         "split": photos.split,
         "image_size": size,
         "build_processes": build_processes(len(paths)),

@@ -25,6 +25,7 @@ import yaml
 from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from vocproj.artifacts import RunFiles
 from vocproj.browser import (
     NOT_IDENTIFIED,
     BrowserApp,
@@ -38,12 +39,14 @@ from vocproj.browser import (
     top50_options,
 )
 from vocproj.config import PARAMS_DIR, PROJECT_DIR, Profile, load_profile
-from vocproj.evaluate import evaluate, scores_path
+from vocproj.evaluate import evaluate
 from vocproj.metrics import load_scores
 from vocproj.model import build_model
 from vocproj.train import train_phases
 from vocproj.transforms import IMAGENET
-from vocproj.voc import CLASS_INDEX, CLASSES, read_labels
+from vocproj.voc import CLASSES, read_labels
+
+CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 
 NOTEBOOK = PROJECT_DIR / "notebooks" / "05_browser.ipynb"
 
@@ -159,11 +162,11 @@ def png_bytes(width: int, height: int, bit_depth: int, colour_type: int, rows: b
 def test_labels_at_threshold_are_highest_first_and_inclusive():
     probabilities = np.zeros(20)
     probabilities[[CLASS_INDEX["dog"], CLASS_INDEX["cat"], CLASS_INDEX["bird"]]] = [0.4, 0.9, 0.39]
-    assert labels_at_threshold(probabilities, 0.4) == [("cat", 0.9), ("dog", 0.4)]
-    assert labels_at_threshold(probabilities, 0.95) == []
-    per_class = threshold_vector(0.5, {"bird": 0.3, "cat": None})
+    assert labels_at_threshold(CLASSES, probabilities, 0.4) == [("cat", 0.9), ("dog", 0.4)]
+    assert labels_at_threshold(CLASSES, probabilities, 0.95) == []
+    per_class = threshold_vector(CLASSES, 0.5, {"bird": 0.3, "cat": None})
     assert per_class[CLASS_INDEX["bird"]] == 0.3 and per_class[CLASS_INDEX["cat"]] == 0.5
-    assert labels_at_threshold(probabilities, per_class) == [("cat", 0.9), ("bird", 0.39)]
+    assert labels_at_threshold(CLASSES, probabilities, per_class) == [("cat", 0.9), ("bird", 0.39)]
 
 
 def test_top50_options_are_rank_id_score_in_rank_order():
@@ -181,7 +184,8 @@ def test_gradcam_is_the_class_weighted_last_block_activation():
     """Grad-CAM on a ResNet is ReLU(Σ_k w_ck A_k) over layer4's output, up-sampled."""
     torch.manual_seed(0)
     model = build_model("resnet18", "none").eval()
-    classifier = Classifier(model, image_size=96, checkpoint=Path("unused"), normalisation=IMAGENET)
+    unused = Path("unused")
+    classifier = Classifier(model, 96, unused, normalisation=IMAGENET, classes=CLASSES)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8))
     features = create_feature_extractor(model, {"layer4": "a"})
     with torch.no_grad():
@@ -231,10 +235,10 @@ def test_upload_shows_labels_highest_first_as_the_evaluation_scored_them(
     assert app.threshold.value == metrics["best_threshold_f1"]["threshold"]
     image_id, path = val_image(tiny, 5)
     upload(app, "photo.jpg", path.read_bytes())
-    scores = load_scores(scores_path(tiny, "val"))
+    scores = load_scores(RunFiles.of(tiny).scores("val"))
     expected = scores.scores[scores.ids.index(image_id)]
     np.testing.assert_allclose(app.prediction.probabilities, expected, atol=1e-4)
-    found = labels_at_threshold(app.prediction.probabilities, app.threshold.value)
+    found = labels_at_threshold(CLASSES, app.prediction.probabilities, app.threshold.value)
     shown_text = text(app.predict_result.value)
     if found:
         assert shown_text == " ".join(f"{name} {p:.3f}" for name, p in found)
@@ -270,7 +274,8 @@ def test_per_class_thresholds_come_from_metrics_json(app: BrowserApp, tiny: Prof
     assert app.threshold.disabled
     expected = [per_class[n] if per_class[n] is not None else app.threshold.value for n in CLASSES]
     np.testing.assert_allclose(app.thresholds(), expected)
-    assert app.found_labels() == labels_at_threshold(app.prediction.probabilities, expected)
+    found = labels_at_threshold(CLASSES, app.prediction.probabilities, expected)
+    assert app.found_labels() == found
     app.per_class.value = False
     assert not app.threshold.disabled
     np.testing.assert_allclose(app.thresholds(), app.threshold.value)

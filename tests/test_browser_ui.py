@@ -31,7 +31,7 @@ from vocproj.browser import (
     predict_probabilities,
 )
 from vocproj.config import Profile, load_profile
-from vocproj.voc import read_labels
+from vocproj.voc import CLASSES, read_labels
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -211,7 +211,8 @@ def test_predict_tab_upload_threshold_heatmap_and_bad_file(
     probabilities = predict_probabilities(
         load_classifier(tiny), decode_image(photo.read_bytes(), photo.name)
     )
-    expected = labels_at_threshold(probabilities, threshold["best_threshold_f1"]["threshold"])
+    chosen = threshold["best_threshold_f1"]["threshold"]
+    expected = labels_at_threshold(CLASSES, probabilities, chosen)
     image, result = page.locator(".vocproj-predict-image"), page.locator(".vocproj-predict-result")
     source = wait_for_image(image)
 

@@ -37,7 +37,7 @@ from vocproj.model import build_model
 from vocproj.runtime import Runtime
 from vocproj.train import loader, state_for_model, train_one_epoch
 from vocproj.transforms import augmentations, build_transform, denormalise
-from vocproj.voc import NUM_CLASSES, VOCClassification
+from vocproj.voc import CLASSES, VOCClassification, open_devkit_split, read_devkit_split
 
 SIZE = 32
 PRESETS = ("eval", "resize_crop", "rotate", "jitter_flip")
@@ -52,12 +52,12 @@ def voc(tmp_path: Path, small_sample: Path) -> Path:
 
 
 def cached(voc: Path, split: str = "val", preset: str = "eval", size: int = SIZE):
-    return CachedVOCClassification(voc, split, preset, size, voc.parents[1] / "cache",
-                                   progress=False)  # fmt: skip
+    labelled = read_devkit_split(voc, split)
+    return CachedVOCClassification(labelled, preset, size, voc.parents[1] / "cache", progress=False)
 
 
 def decoded(voc: Path, split: str = "val", preset: str = "eval", size: int = SIZE):
-    return VOCClassification(voc, split, build_transform(preset, size))
+    return open_devkit_split(voc, split, build_transform(preset, size))
 
 
 def seeded_item(dataset: VOCClassification, index: int) -> tuple:
@@ -147,7 +147,9 @@ def test_an_epoch_trained_from_the_cache_equals_one_trained_from_jpegs(voc: Path
     results = []
     for dataset in (cached(voc, "train", preset), decoded(voc, "train", preset)):
         torch.manual_seed(0)
-        state = state_for_model(profile, 1, CPU, build_model("resnet18", "none", NUM_CLASSES))
+        state = state_for_model(
+            profile, 1, CPU, build_model("resnet18", "none", len(CLASSES)), CLASSES
+        )
         torch.manual_seed(1)
         batches = loader(dataset, 16, CPU, seed=1)
         loss, _ = train_one_epoch(state, state.model, batches, CPU, "test", True)
@@ -241,6 +243,7 @@ STALL_MIDWAY = """
 import sys, time
 from pathlib import Path
 import vocproj.cache as cache
+from vocproj.voc import read_devkit_split
 
 decode, calls = cache.decode_for_cache, []
 
@@ -252,7 +255,7 @@ def decode_then_stall(path, size):
     return decode(path, size)
 
 cache.decode_for_cache = decode_then_stall
-cache.CachedVOCClassification(Path(sys.argv[1]), "val", "eval", int(sys.argv[2]),
+cache.CachedVOCClassification(read_devkit_split(Path(sys.argv[1]), "val"), "eval", int(sys.argv[2]),
                               Path(sys.argv[3]), progress=False)
 """
 

@@ -114,7 +114,7 @@ def test_the_backbone_brings_its_own_input_normalisation():
 
 def test_gradcam_on_lite0_highlights_part_of_a_real_photo(real_voc: Path):
     model = build_model("efficientnet_lite0", "imagenet", num_classes=len(CLASSES)).eval()
-    classifier = Classifier(model, 224, Path("unused"), SYMMETRIC)
+    classifier = Classifier(model, 224, Path("unused"), SYMMETRIC, CLASSES)
     image = Image.open(real_voc / "JPEGImages" / "000002.jpg").convert("RGB")
     heatmap = gradcam_map(classifier, image, CLASSES.index("train"))
     assert heatmap.shape == (224, 224)

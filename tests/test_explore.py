@@ -12,14 +12,18 @@ import yaml
 from PIL import Image
 
 from vocproj import explore
+from vocproj.artifacts import DATASET_FILE
 from vocproj.config import PARAMS_DIR, Profile, profile_from_mapping
 from vocproj.errors import DatasetError
-from vocproj.voc import CLASSES, read_labels
+from vocproj.voc import CLASSES, read_devkit_split, read_labels
 
 
 @pytest.fixture(scope="module")
 def splits(small_sample: Path) -> list[explore.SplitSummary]:
-    return [explore.summarise_split(small_sample, split) for split in ("train", "val")]
+    return [
+        explore.summarise_split(read_devkit_split(small_sample, split))
+        for split in ("train", "val")
+    ]
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def test_split_summary_agrees_with_the_devkit_labels(small_sample, splits):
 
 def test_dataset_json_counts_images_and_classes(profile, splits):
     summary = explore.write_dataset_summary(profile, splits)
-    written = json.loads((profile.report_dir / explore.DATASET_FILE).read_text())
+    written = json.loads((profile.report_dir / DATASET_FILE).read_text())
     assert written == summary
     train = summary["train"]
     assert train["images"] == len(splits[0].ids) == 64 and summary["val"]["images"] == 40
@@ -61,9 +65,9 @@ def test_tables_list_every_split_and_class(splits):
 
 def test_label_text_marks_difficult_only_classes():
     row = np.zeros(len(CLASSES), dtype=np.int8)
-    assert explore.label_text(row) == "(no object)"
+    assert explore.label_text(row, CLASSES) == "(no object)"
     row[CLASSES.index("person")], row[CLASSES.index("dog")] = 1, -1
-    assert explore.label_text(row) == "person, dog?"
+    assert explore.label_text(row, CLASSES) == "person, dog?"
 
 
 def test_unreadable_image_names_the_file(tmp_path):
@@ -78,7 +82,7 @@ def test_data_figures_are_stable_pngs_with_titles(tmp_path, small_sample, splits
     draw = {
         "objects": lambda path: explore.plot_objects_per_image(splits, path),
         "sizes": lambda path: explore.plot_image_sizes(splits, path),
-        "examples": lambda path: explore.plot_examples(small_sample, splits[0], path=path),
+        "examples": lambda path: explore.plot_examples(splits[0], path=path),
     }[name]
     fig = draw(tmp_path / "first.png")
     draw(tmp_path / "second.png")
@@ -87,10 +91,10 @@ def test_data_figures_are_stable_pngs_with_titles(tmp_path, small_sample, splits
 
 
 def test_examples_show_ids_and_labels(small_sample, splits):
-    fig = explore.plot_examples(small_sample, splits[0], count=3)
+    fig = explore.plot_examples(splits[0], count=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [
-        f"{image_id}\n{explore.label_text(labels)}"
+        f"{image_id}\n{explore.label_text(labels, CLASSES)}"
         for image_id, labels in zip(splits[0].ids[:3], splits[0].labels[:3], strict=False)
     ]
 

@@ -9,21 +9,20 @@ import torch
 import yaml
 from test_train import tiny_profile
 
+from vocproj.artifacts import RunFiles
 from vocproj.config import Profile, load_profile
 from vocproj.data import open_split
 from vocproj.model import build_model, load_checkpoint
 from vocproj.runtime import derived_seed, runtime_for, seed_everything
 from vocproj.train import (
-    LAST,
     frozen_features,
     loader,
     parameter_groups,
-    phase_dir,
     state_for_model,
     train_one_epoch,
     train_phases,
 )
-from vocproj.voc import NUM_CLASSES
+from vocproj.voc import CLASSES
 
 
 def profile_with(project: Path, data_root: Path, phases: list[dict], **optim) -> Profile:
@@ -47,11 +46,11 @@ def head_then_all(tmp_path: Path, small_sample: Path) -> Profile:
 def initial_weights(profile: Profile) -> dict[str, torch.Tensor]:
     """The weights phase 1 starts from (drawn as vocproj.train draws them)."""
     seed_everything(derived_seed(profile.settings.seed, "init"))
-    return build_model("resnet18", "none", NUM_CLASSES).state_dict()
+    return build_model("resnet18", "none", len(CLASSES)).state_dict()
 
 
 def weights_of(profile: Profile, phase: int) -> dict[str, torch.Tensor]:
-    return load_checkpoint(phase_dir(profile, phase) / LAST)["model"]
+    return load_checkpoint(RunFiles.of(profile).last(phase))["model"]
 
 
 def test_a_head_phase_moves_the_head_only_then_everything_learns(head_then_all: Profile):
@@ -73,8 +72,8 @@ def test_the_head_on_features_learns_what_it_learns_through_the_frozen_network(
     heads = []
     for on_features in (True, False):
         torch.manual_seed(0)
-        model = build_model("resnet18", "none", NUM_CLASSES)
-        state = state_for_model(head_then_all, 1, runtime, model)
+        model = build_model("resnet18", "none", len(CLASSES))
+        state = state_for_model(head_then_all, 1, runtime, model, CLASSES)
         items = frozen_features(state.model, split, 16, runtime, False) if on_features else split
         network = state.head if on_features else state.model
         train_one_epoch(state, network, loader(items, 16, runtime, seed=5), runtime, "t", False)
@@ -86,7 +85,7 @@ def test_the_head_on_features_learns_what_it_learns_through_the_frozen_network(
 
 
 def test_pretrained_layers_get_their_own_rate_or_none_in_a_head_phase():
-    model = build_model("resnet18", "none", NUM_CLASSES)
+    model = build_model("resnet18", "none", len(CLASSES))
     head, backbone = parameter_groups(model, 0.02, 0.004, head_only=False)
     assert (head["lr"], backbone["lr"]) == (0.02, 0.004)
     assert len(head["params"]) == 2 and len(backbone["params"]) == len(list(model.parameters())) - 2
@@ -108,5 +107,5 @@ def test_frozen_batchnorm_keeps_its_statistics(tmp_path: Path, small_sample: Pat
 
 def test_checkpoints_record_the_backbones_input_normalisation(head_then_all: Profile):
     train_phases(head_then_all, [1])
-    recorded = load_checkpoint(phase_dir(head_then_all, 1) / LAST)["normalisation"]
+    recorded = load_checkpoint(RunFiles.of(head_then_all).last(1))["normalisation"]
     assert recorded == {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}

@@ -44,6 +44,7 @@ from vocproj.browser import (
     predict_probabilities,
 )
 from vocproj.config import PROJECT_DIR, Profile, load_profile
+from vocproj.voc import CLASSES
 
 START_S = 120  # JupyterLab imports its server extensions: a while on a busy 2-core machine
 STOP_S = 60  # SIGTERM to answer: the server shuts its kernels down, then exits
@@ -209,7 +210,7 @@ def expected_result(profile: Profile, photo: Path) -> list[str]:
     metrics = json.loads((profile.report_dir / "metrics.json").read_text())
     image = decode_image(photo.read_bytes(), photo.name)
     probabilities = predict_probabilities(load_classifier(profile), image)
-    found = labels_at_threshold(probabilities, metrics["best_threshold_f1"]["threshold"])
+    found = labels_at_threshold(CLASSES, probabilities, metrics["best_threshold_f1"]["threshold"])
     return [f"{name} {p:.3f}" for name, p in found] or [NOT_IDENTIFIED]
 
 

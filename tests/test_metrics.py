@@ -8,10 +8,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
 
-from vocproj import metrics
+from vocproj.artifacts import METRICS_FILE, TOP_K_FILE
 from vocproj.errors import VocprojError
 from vocproj.metrics import (
     THRESHOLDS,
@@ -409,7 +408,7 @@ def example_arrays(n=30, seed=5):
 def test_scores_round_trip(tmp_path):
     ids, scores, labels = example_arrays()
     path = tmp_path / "scores.bin"  # np.savez would have appended .npz to a path
-    save_scores(path, ids, scores, labels)
+    save_scores(path, ids, scores, labels, CLASSES)
     assert [p.name for p in tmp_path.iterdir()] == ["scores.bin"]
     loaded = load_scores(path)
     assert loaded.ids == ids
@@ -493,7 +492,7 @@ def test_bad_scores_files_give_clear_errors(tmp_path, make, message):
 def test_save_scores_refuses_bad_input_and_writes_nothing(tmp_path):
     ids, scores, labels = example_arrays()
     with pytest.raises(ScoresError, match=r"outside \[0, 1\]"):
-        save_scores(tmp_path / "s.npz", ids, scores * 10 - 5, labels)
+        save_scores(tmp_path / "s.npz", ids, scores * 10 - 5, labels, CLASSES)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -538,17 +537,12 @@ def test_compute_metrics_values_agree_with_the_functions():
     assert result["precision_at_k"]["k"] == 50
 
 
-def test_write_metrics_writes_json_top50_and_figures(tmp_path):
+def test_write_metrics_writes_json_and_top50_only(tmp_path):
     ids, scores, labels = example_arrays(n=60)
-    save_scores(tmp_path / "scores_val.npz", ids, scores, labels)
+    save_scores(tmp_path / "scores_val.npz", ids, scores, labels, CLASSES)
     out = tmp_path / "report"
     result = write_metrics(tmp_path / "scores_val.npz", out, k=10)
-    assert json.loads((out / metrics.METRICS_FILE).read_text()) == result
-    top = json.loads((out / metrics.TOP_K_FILE).read_text())
+    assert json.loads((out / METRICS_FILE).read_text()) == result
+    top = json.loads((out / TOP_K_FILE).read_text())
     assert list(top) == list(CLASSES) and all(len(entries) == 10 for entries in top.values())
-    figures = sorted(path.name for path in (out / "figures").iterdir())
-    assert figures == sorted(["threshold_sweep.png", "per_class_ap.png", "pr_curves.png"])
-    for name in figures:
-        with Image.open(out / "figures" / name) as image:
-            assert image.format == "PNG"
-    assert not [path for path in out.rglob("*") if path.name.startswith(".")]
+    assert sorted(path.name for path in out.iterdir()) == [METRICS_FILE, TOP_K_FILE]

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from vocproj import plots
+from vocproj.artifacts import METRIC_FIGURES
 from vocproj.errors import VocprojError
 from vocproj.metrics import Scores, compute_metrics
 from vocproj.voc import CLASSES
@@ -168,7 +169,7 @@ def test_cooccurrence_counts_images_with_both_classes():
 
 def test_write_metric_figures_writes_the_named_files(tmp_path, scores, metrics):
     paths = plots.write_metric_figures(scores, metrics, tmp_path / "figures")
-    assert [path.name for path in paths] == list(plots.METRIC_FIGURES)
+    assert [path.name for path in paths] == list(METRIC_FIGURES)
     assert all(path.is_file() for path in paths)
 
 

@@ -74,7 +74,9 @@ def trained(real_profile: Profile) -> dict:
 
 
 def test_local_tree_is_read_in_place(real_profile: Profile):
-    assert prepare_data(real_profile, progress=False) == real_profile.voc_root
+    record = prepare_data(real_profile, progress=False)
+    assert record.data_dir == str(real_profile.voc_root)
+    assert record.classes == CLASSES and record.splits == SPLIT_SIZES
     assert real_profile.voc_root.name == "VOC2007"
 
 

@@ -20,20 +20,23 @@ import numpy as np
 import pytest
 
 from vocproj import report
-from vocproj.config import PROJECT_DIR, Profile, load_profile, profile_from_mapping
-from vocproj.errors import VocprojError
-from vocproj.evaluate import LOSS_FIGURE
-from vocproj.explore import (
+from vocproj.artifacts import (
     COOCCURRENCE_FIGURE,
+    ENVIRONMENT_FILE,
     EXAMPLES_FIGURE,
     IMAGE_SIZES_FIGURE,
     LABEL_FREQUENCY_FIGURE,
+    LOSS_FIGURE,
+    METRIC_FIGURES,
     OBJECTS_PER_IMAGE_FIGURE,
+    RunRecord,
     augmentation_figure,
     loss_figure,
 )
+from vocproj.config import PROJECT_DIR, Profile, load_profile, profile_from_mapping
+from vocproj.errors import VocprojError
 from vocproj.metrics import Scores, compute_metrics
-from vocproj.plots import METRIC_FIGURES
+from vocproj.transforms import IMAGENET
 from vocproj.voc import CLASSES
 
 BOAT = CLASSES.index("boat")
@@ -183,7 +186,7 @@ def test_environment_keeps_every_stage(tmp_path):
     profile = tmp_profile(tmp_path)
     first = report.record_environment(profile, "phase 1")
     report.record_environment(profile, "evaluation")
-    recorded = json.loads((profile.report_dir / report.ENVIRONMENT_FILE).read_text())
+    recorded = json.loads((profile.report_dir / ENVIRONMENT_FILE).read_text())
     assert recorded == {"phase 1": first, "evaluation": first}
     assert first["device"] == "cpu" and first["precision"] == "float32" and first["cpu_cores"]
 
@@ -207,11 +210,23 @@ def report_inputs(metrics: dict, **changes) -> report.ReportInputs:
         "metrics": metrics,
         "history": [{"phase": 1, "epoch": epoch, **row} for epoch in (1, 2)],
         "best": {"phase": 1, "epoch": 2, "best_val_loss": 0.4, "version": "9.9"},
-        "dataset": {"train": {"images": 400}, "val": {"images": 200}},
+        "dataset": {
+            split: {
+                "images": images,
+                "images_per_class": dict.fromkeys(CLASSES, images // 20),
+                "difficult_only_per_class": dict.fromkeys(CLASSES, 1),
+            }
+            for split, images in (("train", 400), ("val", 200))
+        },
         "environment": None,
         "timings": [report.StageTiming("00_a.ipynb", "00 · A", "2026-01-02 03:04:05", 75.0)],
         "figures": frozenset({LOSS_FIGURE}),
-    }
+        "record": RunRecord(
+            profile="unit", classes=CLASSES, backbone="resnet18", normalisation=IMAGENET,
+            image_size=112, source="sample", layout="devkit", data_dir="data/unit/VOC2012",
+            splits={"train": 400, "val": 200},
+        ),
+    }  # fmt: skip
     return report.ReportInputs(**{**inputs, **changes})
 
 
@@ -219,8 +234,9 @@ def test_report_text_comes_from_its_inputs_only(metrics):
     text = report.render_report(report_inputs(metrics))
     assert text == report.render_report(report_inputs(metrics))
     assert f"**mAP: {metrics['map']:.4f}**" in text
-    assert_per_class_table(text, metrics)
+    assert_per_class_table(text.split("## 5. Per-class results")[1], metrics)
     assert "(train: 400 images, val: 200 images)" in text
+    assert row_cells(text, "bottle") == ["bottle", "20 (1)", "10 (1)"]
     assert row_cells(text, "1") == ["1", "resize_crop", "2", "0.5000", "0.4000", "0.3000",
                                     "1 min 00 s", "12.5"]  # fmt: skip
     assert "phase 1, epoch 2, validation loss 0.4000" in text

@@ -17,7 +17,7 @@ from vocproj.runtime import (
     torch_cpu_flags,
 )
 from vocproj.train import on_runtime
-from vocproj.voc import NUM_CLASSES
+from vocproj.voc import CLASSES
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 ZEN4_FLAGS = {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
@@ -94,9 +94,9 @@ def test_torch_probe_agrees_with_cpuinfo_on_native_bf16():
 def test_the_head_computes_exact_logits_under_bf16_autocast_and_keeps_its_keys():
     runtime = Runtime(CPU, torch.bfloat16, channels_last=True, num_workers=0)
     torch.manual_seed(0)
-    plain = build_model("resnet18", "none", NUM_CLASSES).eval()
+    plain = build_model("resnet18", "none", len(CLASSES)).eval()
     torch.manual_seed(0)
-    exact = on_runtime(build_model("resnet18", "none", NUM_CLASSES).eval(), runtime)
+    exact = on_runtime(build_model("resnet18", "none", len(CLASSES)).eval(), runtime)
     assert list(exact.state_dict()) == list(plain.state_dict()), "checkpoints keep their format"
     images = runtime.to_device(torch.randn(16, 3, 64, 64))
     with torch.no_grad(), runtime.autocast():

@@ -14,19 +14,11 @@ import torch
 import yaml
 
 import vocproj.train as train_module
+from vocproj.artifacts import BEST, HISTORY_FIELDS, LAST, RunFiles, read_history
 from vocproj.config import PARAMS_DIR, Profile, load_profile
 from vocproj.errors import CheckpointError, TrainingDiverged
 from vocproj.model import load_checkpoint
-from vocproj.train import (
-    BEST,
-    HISTORY_FIELDS,
-    LAST,
-    history_path,
-    phase_dir,
-    read_history,
-    train_phase,
-    train_phases,
-)
+from vocproj.train import train_phase, train_phases
 
 EPOCHS = (2, 1, 1)
 DETERMINISTIC_COLUMNS = [
@@ -64,19 +56,19 @@ def test_three_phases_write_checkpoints_and_history(tiny: Profile):
     assert [(r["phase"], r["epoch"], r["global_epoch"]) for r in history] == [
         (1, 1, 1), (1, 2, 2), (2, 1, 3), (3, 1, 4)
     ]  # fmt: skip
-    assert read_history(history_path(tiny)) == history
+    assert read_history(RunFiles.of(tiny).history) == history
     assert list(history[0]) == list(HISTORY_FIELDS)
     for row in history:
         assert row["train_loss"] > 0 and row["val_loss"] > 0 and 0 <= row["val_map"] <= 1
         assert row["lr"] == 0.02 and row["train_images_per_second"] > 0
     for phase in (1, 2, 3):
-        last = load_checkpoint(phase_dir(tiny, phase) / LAST)
+        last = load_checkpoint(RunFiles.of(tiny).last(phase))
         assert last["phase"] == phase and last["epoch"] == EPOCHS[phase - 1]
         assert (
             len(last["classes"]) == 20 and last["version"] and last["profile"]["profile"] == "tiny"
         )
         assert {"optimizer", "scheduler", "rng", "model"} <= set(last)
-    best = load_checkpoint(phase_dir(tiny, 3) / BEST)
+    best = load_checkpoint(RunFiles.of(tiny).best(3))
     assert best["best_val_loss"] == min(r["val_loss"] for r in history)
     best_row = min(history, key=lambda r: r["val_loss"])
     assert (best["phase"], best["epoch"]) == (best_row["phase"], best_row["epoch"])
@@ -84,10 +76,10 @@ def test_three_phases_write_checkpoints_and_history(tiny: Profile):
 
 def test_each_phase_starts_from_the_previous_phase_weights(tiny: Profile):
     train_phase(tiny, 1)
-    phase1 = load_checkpoint(phase_dir(tiny, 1) / LAST)["model"]
+    phase1 = load_checkpoint(RunFiles.of(tiny).last(1))["model"]
     tiny_one_step = tiny.model_copy(deep=True)
     train_phase(tiny_one_step, 2)
-    phase2 = load_checkpoint(phase_dir(tiny, 2) / LAST)["model"]
+    phase2 = load_checkpoint(RunFiles.of(tiny).last(2))["model"]
     moved = [k for k in phase1 if k.endswith("weight") and not torch.equal(phase1[k], phase2[k])]
     assert moved, "phase 2 should have trained"
     delta = max((phase1[k] - phase2[k]).abs().max().item() for k in moved)
@@ -96,7 +88,7 @@ def test_each_phase_starts_from_the_previous_phase_weights(tiny: Profile):
 
 def test_finished_phase_is_not_retrained_unless_asked(tiny: Profile):
     train_phase(tiny, 1)
-    last = phase_dir(tiny, 1) / LAST
+    last = RunFiles.of(tiny).last(1)
     stamp = last.stat().st_mtime_ns
     train_phase(tiny, 1)
     assert last.stat().st_mtime_ns == stamp
@@ -120,7 +112,7 @@ def test_changed_settings_start_the_phase_over(tmp_path: Path, small_sample: Pat
     history = train_phase(changed, 1)
     assert [r["lr"] for r in history] == [0.01, 0.01]
     assert (
-        load_checkpoint(phase_dir(changed, 1) / LAST)["profile"]["settings"]["optim"]["lr"] == 0.01
+        load_checkpoint(RunFiles.of(changed).last(1))["profile"]["settings"]["optim"]["lr"] == 0.01
     )
 
 
@@ -138,8 +130,8 @@ def test_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(train_module, "masked_bce", loss_that_turns_nan_in_epoch_two)
     with pytest.raises(TrainingDiverged, match=r"became nan at phase 1 epoch 2, batch 2.*kept"):
         train_phase(tiny, 1)
-    assert load_checkpoint(phase_dir(tiny, 1) / LAST)["epoch"] == 1
-    assert len(read_history(history_path(tiny))) == 1
+    assert load_checkpoint(RunFiles.of(tiny).last(1))["epoch"] == 1
+    assert len(read_history(RunFiles.of(tiny).history)) == 1
 
 
 def test_an_exploding_learning_rate_is_caught(tmp_path: Path, small_sample: Path):
@@ -147,7 +139,7 @@ def test_an_exploding_learning_rate_is_caught(tmp_path: Path, small_sample: Path
     profile = load_profile(path)
     with pytest.raises(TrainingDiverged, match=r"became (nan|inf) at phase 1 epoch 1"):
         train_phase(profile, 1)
-    assert not (phase_dir(profile, 1) / LAST).exists()
+    assert not (RunFiles.of(profile).last(1)).exists()
 
 
 def run_cli(profile_path: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -177,19 +169,21 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
     killed_path = tiny_profile(tmp_path / "killed", data_root)
     killed = load_profile(killed_path)
     process = run_cli(killed_path, env)
-    wait_for_rows(history_path(killed), 1, process, timeout=300)  # epoch 1 done: epoch 2 running
+    # epoch 1 done: epoch 2 running
+    wait_for_rows(RunFiles.of(killed).history, 1, process, timeout=300)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert len(read_history(history_path(killed))) < sum(EPOCHS)
+    assert len(read_history(RunFiles.of(killed).history)) < sum(EPOCHS)
     assert run_cli(killed_path, env).wait(timeout=600) == 0
 
-    expected, resumed = read_history(history_path(straight)), read_history(history_path(killed))
+    expected = read_history(RunFiles.of(straight).history)
+    resumed = read_history(RunFiles.of(killed).history)
     assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in resumed] == [
         [r[c] for c in DETERMINISTIC_COLUMNS] for r in expected
     ]
     for phase in (1, 2, 3):
         for name in (LAST, BEST):
-            a = load_checkpoint(phase_dir(straight, phase) / name)["model"]
-            b = load_checkpoint(phase_dir(killed, phase) / name)["model"]
+            a = load_checkpoint(RunFiles.of(straight).phase_dir(phase) / name)["model"]
+            b = load_checkpoint(RunFiles.of(killed).phase_dir(phase) / name)["model"]
             assert all(torch.equal(a[k], b[k]) for k in a), f"phase {phase} {name} differs"

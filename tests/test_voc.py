@@ -11,15 +11,16 @@ from PIL import Image
 
 from vocproj.errors import DatasetError
 from vocproj.voc import (
-    CLASS_INDEX,
     CLASSES,
-    VOCClassification,
     loss_targets,
+    open_devkit_split,
     parse_annotation,
     read_labels,
 )
 
 from conftest import annotation_xml
+
+CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 
 # A real VOC2012 annotation (2008_000008-like) with parts, actions, decimal coordinates.
 REAL_XML = """<annotation>
@@ -149,7 +150,7 @@ def test_id_without_jpeg(voc_tree):
     voc = voc_tree(BASIC)
     (voc / "JPEGImages" / "2008_000003.jpg").unlink()
     with pytest.raises(DatasetError, match=r"2008_000003\.jpg is missing"):
-        VOCClassification(voc, "train")
+        open_devkit_split(voc, "train")
 
 
 def test_malformed_xml(voc_tree):
@@ -163,14 +164,15 @@ def test_unknown_class_name(voc_tree):
     voc = voc_tree(BASIC)
     xml = annotation_xml("2008_000001", [("unicorn", False)])
     (voc / "Annotations" / "2008_000001.xml").write_text(xml)
-    with pytest.raises(DatasetError, match=r"2008_000001\.xml names an unknown class 'unicorn'"):
+    message = r"2008_000001\.xml names the class 'unicorn', which is not in the run's class list"
+    with pytest.raises(DatasetError, match=message):
         read_labels(voc, "train", check_class_files=False)
 
 
 def test_unreadable_image_names_the_file(voc_tree):
     voc = voc_tree(BASIC)
     (voc / "JPEGImages" / "2008_000001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    dataset = VOCClassification(voc, "train")
+    dataset = open_devkit_split(voc, "train")
     with pytest.raises(DatasetError, match=r"2008_000001\.jpg cannot be read"):
         dataset[0]
 
@@ -180,7 +182,7 @@ def test_truncated_jpeg_is_unreadable(voc_tree):
     path = voc / "JPEGImages" / "2008_000001.jpg"
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(DatasetError, match="cannot be read"):
-        VOCClassification(voc, "train")[0]
+        open_devkit_split(voc, "train")[0]
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA"])
@@ -192,7 +194,7 @@ def test_dataset_opens_grayscale_cmyk_palette_as_rgb(voc_tree, mode: str):
         image.save(path, format="PNG")  # a mislabelled PNG still opens by content
     else:
         image.save(path, format="JPEG")
-    picture, target, mask, image_id = VOCClassification(voc, "train")[0]
+    picture, target, mask, image_id = open_devkit_split(voc, "train")[0]
     assert picture.mode == "RGB" and picture.size == (64, 48)
     assert image_id == "2008_000001"
     assert target.dtype == torch.float32 and mask.shape == (20,)
@@ -200,7 +202,7 @@ def test_dataset_opens_grayscale_cmyk_palette_as_rgb(voc_tree, mode: str):
 
 def test_dataset_items_and_transform(voc_tree):
     voc = voc_tree(BASIC)
-    dataset = VOCClassification(voc, "train", transform=lambda im: torch.zeros(3, 8, 8))
+    dataset = open_devkit_split(voc, "train", transform=lambda im: torch.zeros(3, 8, 8))
     assert len(dataset) == 3
     image, target, mask, image_id = dataset[1]
     assert image.shape == (3, 8, 8) and image_id == "2008_000002"
@@ -222,6 +224,6 @@ def test_difficult_modes():
 
 def test_dataset_difficult_option(voc_tree):
     voc = voc_tree(BASIC)
-    dataset = VOCClassification(voc, "train", difficult="positive")
+    dataset = open_devkit_split(voc, "train", difficult="positive")
     _, target, mask, _ = dataset[1]
     assert target[CLASS_INDEX["cat"]] == 1 and mask.sum() == 20

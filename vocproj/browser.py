@@ -22,14 +22,13 @@ import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import ipywidgets as widgets
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pytorch_grad_cam import GradCAM
@@ -37,13 +36,14 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from vocproj.artifacts import RunFiles, read_record
 from vocproj.config import Profile
+from vocproj.data import read_split
 from vocproj.errors import CheckpointError, ScoresError, VocprojError
-from vocproj.metrics import METRICS_FILE, TOP_K_FILE
-from vocproj.model import checkpoint_normalisation, load_checkpoint
-from vocproj.train import final_best_checkpoint, model_from_checkpoint
+from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
+from vocproj.plots import probability_chart_png
 from vocproj.transforms import Normalisation, build_transform
-from vocproj.voc import CLASS_INDEX, CLASSES, jpeg_path, open_rgb, read_labels
+from vocproj.voc import describe_classes, open_rgb
 
 CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
 EVALUATION_NOTEBOOK = "notebooks/04_evaluation.ipynb"
@@ -80,6 +80,7 @@ class Classifier:
     image_size: int
     checkpoint: Path
     normalisation: Normalisation
+    classes: tuple[str, ...]
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One image as the 1×3×S×S batch the network was evaluated on."""
@@ -103,6 +104,7 @@ class _BestThreshold(BaseModel):
 class _ChosenThresholds(BaseModel):
     """The part of metrics.json the browser uses."""
 
+    classes: list[str]
     best_threshold_f1: _BestThreshold | None
     per_class_thresholds: dict[str, float | None]
 
@@ -114,60 +116,67 @@ _TOP50 = TypeAdapter(dict[str, list[TopEntry]])
 class Evaluation:
     """The thresholds chosen by notebook 04 and each class's 50 highest-scored images."""
 
+    classes: tuple[str, ...]
     threshold: float
     per_class_thresholds: dict[str, float | None]
     top50: dict[str, list[TopEntry]]
 
 
 def load_classifier(profile: Profile) -> Classifier:
-    """The best checkpoint over all phases; a missing one names the notebook that writes it."""
-    path = final_best_checkpoint(profile)
+    """The best checkpoint over all phases, trained for the run's classes (run.json)."""
+    files = RunFiles.of(profile)
+    path = files.final_best
     if not path.is_file():
         raise CheckpointError(
             f"No trained model yet: {path} not found. Run {CHECKPOINT_NOTEBOOK} first "
             f"(or `python -m vocproj train --profile {profile.profile} --phase all`)."
         )
+    classes = read_record(files).classes
     checkpoint = load_checkpoint(path)
-    if list(checkpoint.get("classes", [])) != list(CLASSES):
-        raise CheckpointError(
-            f"{path} was not trained on the 20 VOC classes in their official order; "
-            f"retrain with {CHECKPOINT_NOTEBOOK}."
-        )
     try:
-        model = model_from_checkpoint(profile, checkpoint).eval()
+        model = model_from_checkpoint(checkpoint, classes, path).eval()
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(
             f"{path} does not fit model.backbone={profile.settings.model.backbone!r} of the "
             f"profile ({str(err)[:200]}); retrain with {CHECKPOINT_NOTEBOOK}."
         ) from None
     image_size = int(checkpoint.get("image_size", profile.settings.train.image_size))
-    return Classifier(model, image_size, path, checkpoint_normalisation(checkpoint))
+    return Classifier(model, image_size, path, checkpoint_normalisation(checkpoint), classes)
 
 
 def load_evaluation(profile: Profile) -> Evaluation:
     """metrics.json's chosen thresholds and top50.json; a missing file names notebook 04."""
-    metrics = _read_report_json(profile, METRICS_FILE)
-    top50 = _read_report_json(profile, TOP_K_FILE)
+    files = RunFiles.of(profile)
+    metrics = _read_report_json(profile, files.metrics)
+    top50 = _read_report_json(profile, files.top_k)
     try:
         chosen = _ChosenThresholds.model_validate(metrics)
     except ValidationError as err:
-        raise _invalid_report(profile, METRICS_FILE, err) from None
+        raise _invalid_report(files.metrics, err) from None
     try:
         ranked = _TOP50.validate_python(top50)
     except ValidationError as err:
-        raise _invalid_report(profile, TOP_K_FILE, err) from None
+        raise _invalid_report(files.top_k, err) from None
+    classes = read_record(files).classes if files.record.is_file() else tuple(chosen.classes)
+    if tuple(chosen.classes) != classes:
+        raise ScoresError(
+            f"{files.metrics} is for {describe_classes(chosen.classes)}, but the run has "
+            f"{describe_classes(classes)} (run.json): rerun {EVALUATION_NOTEBOOK}."
+        )
     best = chosen.best_threshold_f1
     return Evaluation(
+        classes=tuple(chosen.classes),
         threshold=best.threshold if best is not None else DEFAULT_THRESHOLD,
         per_class_thresholds=chosen.per_class_thresholds,
         top50={
-            name: sorted(ranked[name], key=lambda e: e.rank) for name in CLASSES if name in ranked
+            name: sorted(ranked[name], key=lambda e: e.rank)
+            for name in chosen.classes
+            if name in ranked
         },
     )
 
 
-def _read_report_json(profile: Profile, name: str) -> Any:
-    path = profile.report_dir / name
+def _read_report_json(profile: Profile, path: Path) -> Any:
     if not path.is_file():
         raise ScoresError(
             f"No evaluation results yet: {path} not found. Run {EVALUATION_NOTEBOOK} first "
@@ -179,19 +188,32 @@ def _read_report_json(profile: Profile, name: str) -> Any:
         raise ScoresError(f"{path} cannot be read ({err}); rerun {EVALUATION_NOTEBOOK}.") from None
 
 
-def _invalid_report(profile: Profile, name: str, err: ValidationError) -> ScoresError:
+def _invalid_report(path: Path, err: ValidationError) -> ScoresError:
     problem = err.errors()[0]
     where = ".".join(str(part) for part in problem["loc"])
     return ScoresError(
-        f"{profile.report_dir / name} is not what {EVALUATION_NOTEBOOK} writes "
+        f"{path} is not what {EVALUATION_NOTEBOOK} writes "
         f"({where}: {problem['msg']}); rerun {EVALUATION_NOTEBOOK}."
     )
 
 
-def load_ground_truth(profile: Profile) -> dict[str, np.ndarray]:
-    """Each validation image's 20 labels (1 present, 0 absent, -1 difficult only), by id."""
-    ids, labels = read_labels(profile.voc_root, profile.settings.data.val_split)
-    return dict(zip(ids, labels, strict=True))
+@dataclass(frozen=True)
+class GroundTruth:
+    """The validation split: each image's labels (1 / 0 / -1 per class) and file, by id."""
+
+    classes: tuple[str, ...]
+    labels: dict[str, np.ndarray]
+    image_paths: dict[str, Path]
+
+
+def load_ground_truth(profile: Profile, classes: tuple[str, ...]) -> GroundTruth:
+    """The validation split over the run's classes."""
+    val = read_split(profile, profile.settings.data.val_split, classes)
+    return GroundTruth(
+        classes,
+        dict(zip(val.ids, val.labels, strict=True)),
+        dict(zip(val.ids, val.image_paths, strict=True)),
+    )
 
 
 # ------------------------------------------------------------------------------ the core
@@ -241,23 +263,23 @@ def predict_probabilities(classifier: Classifier, image: Image.Image) -> np.ndar
 
 
 def threshold_vector(
-    threshold: float, per_class: Mapping[str, float | None] | None = None
+    classes: Sequence[str], threshold: float, per_class: Mapping[str, float | None] | None = None
 ) -> np.ndarray:
     """One threshold per class: the per-class value where there is one, else `threshold`."""
     chosen = per_class or {}
     return np.array([
-        threshold if chosen.get(name) is None else chosen[name] for name in CLASSES
+        threshold if chosen.get(name) is None else chosen[name] for name in classes
     ], dtype=float)  # fmt: skip
 
 
 def labels_at_threshold(
-    probabilities: np.ndarray, thresholds: float | np.ndarray
+    classes: Sequence[str], probabilities: np.ndarray, thresholds: float | np.ndarray
 ) -> list[tuple[str, float]]:
     """The classes with probability ≥ their threshold, as (name, probability), highest first."""
-    limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(CLASSES),))
+    limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(classes),))
     found = [
         (name, float(p))
-        for name, p, limit in zip(CLASSES, probabilities, limits, strict=True)
+        for name, p, limit in zip(classes, probabilities, limits, strict=True)
         if p >= limit
     ]
     return sorted(found, key=lambda item: -item[1])
@@ -333,32 +355,6 @@ def jpeg_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def probability_chart_png(probabilities: np.ndarray, thresholds: np.ndarray) -> bytes:
-    """A horizontal bar chart of the 20 probabilities with the threshold(s) drawn, as PNG."""
-    figure = Figure(figsize=(3.9, 4.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    rows = np.arange(len(CLASSES))
-    passed = probabilities >= thresholds
-    ax.barh(rows, probabilities, color=np.where(passed, "#1f77b4", "#c5cbd3"), height=0.7)
-    if np.all(thresholds == thresholds[0]):
-        ax.axvline(thresholds[0], color="#d62728", linestyle="--", linewidth=1.2)
-        title = f"threshold {thresholds[0]:.2f}"
-    else:
-        ax.scatter(thresholds, rows, marker="|", s=120, color="#d62728", linewidths=1.6)
-        title = "per-class thresholds"
-    ax.set_yticks(rows, CLASSES, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability", fontsize=9)
-    ax.tick_params(axis="x", labelsize=8)
-    ax.set_title(f"All 20 classes ({title})", fontsize=9, color="#d62728")
-    ax.grid(axis="x", alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -417,8 +413,11 @@ class BrowserApp:
         self.classifier, classifier_problem = _attempt(load_classifier, profile)
         self.evaluation, evaluation_problem = _attempt(load_evaluation, profile)
         self.ground_truth, self.truth_problem = (
-            _attempt(load_ground_truth, profile) if self.evaluation else (None, "")
+            _attempt(partial(load_ground_truth, classes=self.evaluation.classes), profile)
+            if self.evaluation
+            else (None, "")
         )
+        self.classes = self._classes()
         self.prediction: Prediction | None = None
         self._filling_images = False
         self.predict_tab = self._build_predict_tab()
@@ -429,6 +428,19 @@ class BrowserApp:
         )
         self._start_predict_tab(classifier_problem, evaluation_problem)
         self._start_top50_tab(classifier_problem, evaluation_problem)
+
+    def _classes(self) -> tuple[str, ...]:
+        """The run's classes, as the model, the evaluation or the labels know them."""
+        for source in (self.classifier, self.evaluation, self.ground_truth):
+            if source is not None:
+                return source.classes
+        return ()
+
+    def image_path(self, image_id: str) -> Path:
+        """Where a validation image is (from the split's own layout)."""
+        if self.ground_truth is None:
+            raise ScoresError(f"cannot find image {image_id}: {self.truth_problem}")
+        return self.ground_truth.image_paths[image_id]
 
     # ---------------------------------------------------------------- Predict Image
 
@@ -450,7 +462,7 @@ class BrowserApp:
             description="show heatmap", icon="fire", tooltip="overlay a Grad-CAM heatmap"
         ), "predict-heatmap")  # fmt: skip
         self.heatmap_class = widgets.Dropdown(
-            options=[TOP_PREDICTION, *CLASSES], description="heatmap of",
+            options=[TOP_PREDICTION, *self.classes], description="heatmap of",
             layout=widgets.Layout(width="250px"),
         )  # fmt: skip
         self.predict_notice = widgets.HTML()
@@ -495,7 +507,7 @@ class BrowserApp:
         if self.evaluation is None or not self.evaluation.top50:
             return
         name, entries = next(iter(self.evaluation.top50.items()))
-        path = jpeg_path(self.profile.voc_root, entries[0].id)
+        path = self.image_path(entries[0].id)
         self._predict_bytes(path.name, path.read_bytes())
         self.predict_caption.value = (
             f"<i>Example: {html.escape(path.name)}, the top-1 validation image for {name}. "
@@ -526,15 +538,16 @@ class BrowserApp:
         self._show_labels()
 
     def thresholds(self) -> np.ndarray:
-        """The 20 thresholds in force: the slider's value, or metrics.json's per-class values."""
+        """The thresholds in force: the slider's value, or metrics.json's per-class values."""
         per_class = self.evaluation.per_class_thresholds if self.evaluation else None
-        return threshold_vector(self.threshold.value, per_class if self.per_class.value else None)
+        chosen = per_class if self.per_class.value else None
+        return threshold_vector(self.classes, self.threshold.value, chosen)
 
     def found_labels(self) -> list[tuple[str, float]]:
         """The shown image's classes at the thresholds in force, highest probability first."""
         if self.prediction is None:
             return []
-        return labels_at_threshold(self.prediction.probabilities, self.thresholds())
+        return labels_at_threshold(self.classes, self.prediction.probabilities, self.thresholds())
 
     def _show_labels(self) -> None:
         if self.prediction is None:
@@ -546,14 +559,15 @@ class BrowserApp:
             if found
             else f'<p style="font-size:15px;margin:6px 0"><b>{NOT_IDENTIFIED}</b></p>'
         )
-        chart = probability_chart_png(self.prediction.probabilities, self.thresholds())
+        probabilities = self.prediction.probabilities
+        chart = probability_chart_png(probabilities, self.thresholds(), self.classes)
         _show_picture(self.chart, chart)
 
     def heatmap_class_index(self, probabilities: np.ndarray) -> int:
         """The class of the Predict tab's heatmap: the chosen one, or the top prediction."""
         if self.heatmap_class.value == TOP_PREDICTION:
             return int(np.argmax(probabilities))
-        return CLASS_INDEX[self.heatmap_class.value]
+        return self.classes.index(self.heatmap_class.value)
 
     def _show_predict_image(self) -> None:
         if self.prediction is None:
@@ -562,7 +576,7 @@ class BrowserApp:
         if self.predict_heatmap.value:
             index = self.heatmap_class_index(self.prediction.probabilities)
             image = self._heatmap(self.prediction.image, index)
-            caption += f"<br>{HEATMAP_CAPTION.format(name=CLASSES[index])}"
+            caption += f"<br>{HEATMAP_CAPTION.format(name=self.classes[index])}"
         else:
             image = fit_for_display(self.prediction.image)
         _show_picture(self.predict_image, jpeg_bytes(image))
@@ -655,9 +669,9 @@ class BrowserApp:
         self.top50_result.value = self._top50_text(entry, name)
         self.top50_caption.value = ""
         self._say(self.top50_message, "")
-        image = open_rgb(jpeg_path(self.profile.voc_root, entry.id))
+        image = open_rgb(self.image_path(entry.id))
         if self.top50_heatmap.value:
-            image = self._heatmap(image, CLASS_INDEX[name])
+            image = self._heatmap(image, self.classes.index(name))
             self.top50_caption.value = HEATMAP_CAPTION.format(name=name)
         _show_picture(self.top50_image, jpeg_bytes(fit_for_display(image)))
 
@@ -668,17 +682,17 @@ class BrowserApp:
             f'<p style="font-size:15px;margin:4px 0">Confidence for <b>{name}</b>: '
             f"<b>{entry.score:.3f}</b> &nbsp;(rank {entry.rank} of {count})</p>"
         ]
-        labels = (self.ground_truth or {}).get(entry.id)
+        labels = self.ground_truth.labels.get(entry.id) if self.ground_truth else None
         if labels is None:
             reason = self.truth_problem or f"{entry.id} is not in the validation labels"
             lines.append(f"<p>Ground truth unavailable: {html.escape(reason)}</p>")
             return "".join(lines)
-        present = [c for c, flag in zip(CLASSES, labels, strict=True) if flag == 1]
-        difficult = [c for c, flag in zip(CLASSES, labels, strict=True) if flag == -1]
+        present = [c for c, flag in zip(self.classes, labels, strict=True) if flag == 1]
+        difficult = [c for c, flag in zip(self.classes, labels, strict=True) if flag == -1]
         truth = ", ".join(present) or "none"
         if difficult:
             truth += f" (difficult only: {', '.join(difficult)})"
-        mark, meaning, colour = GROUND_TRUTH_MARKS[int(labels[CLASS_INDEX[name]])]
+        mark, meaning, colour = GROUND_TRUTH_MARKS[int(labels[self.classes.index(name)])]
         lines.append(f'<p style="margin:4px 0">Ground truth: {truth}</p>')
         lines.append(
             f'<p style="margin:4px 0;color:{colour};font-weight:bold">{mark}: {name} {meaning}</p>'

@@ -6,7 +6,7 @@ holds that geometry's result for one split as a uint8 array N×S×S×3 (the layo
 image), a NumPy `.npy` file memory-mapped when read, in the profile's cache folder
 (`<data.root>/cache`):
 
-    <split>-<size>px.npy    the images, in the order of the split file
+    <split>-<size>px.npy    the images, in the order of the split
     <split>-<size>px.json   the manifest: format, split, size, ids, and each JPEG's
                             [bytes, mtime_ns] stamp
 
@@ -53,7 +53,7 @@ from vocproj.transforms import (
     geometry,
     to_normalised_tensor,
 )
-from vocproj.voc import DifficultMode, VOCClassification, open_rgb
+from vocproj.voc import DifficultMode, LabelledSplit, VOCClassification, open_rgb
 
 CACHE_FORMAT = 1  # bump when what the array holds changes: older caches are then rebuilt
 MAX_BUILD_PROCESSES = 8
@@ -198,8 +198,7 @@ class CachedVOCClassification(VOCClassification):
 
     def __init__(
         self,
-        voc_root: str | os.PathLike[str],
-        split: str,
+        labelled: LabelledSplit,
         preset: PresetName,
         size: int,
         cache_dir: Path,
@@ -211,7 +210,7 @@ class CachedVOCClassification(VOCClassification):
     ) -> None:
         randomness = augmentations(preset, augment or AugmentSettings())
         transform = v2.Compose([*randomness, *to_normalised_tensor(normalisation)])
-        super().__init__(voc_root, split, transform, difficult=difficult)
+        super().__init__(labelled, transform, difficult=difficult)
         self.randomness = v2.Compose(randomness) if randomness else None
         self.normalisation = normalisation
         self.batch_augment = BatchAugment(randomness, normalisation)

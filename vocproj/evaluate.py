@@ -1,4 +1,4 @@
-"""Scoring a split with the best checkpoint, then the metrics, rankings and figures from it."""
+"""Scoring a split with the best checkpoint, then the metrics and rankings from the scores."""
 
 from __future__ import annotations
 
@@ -8,44 +8,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data
 from vocproj.metrics import save_scores, write_metrics
-from vocproj.model import checkpoint_normalisation, load_checkpoint
-from vocproj.plots import plot_loss_history
+from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
 from vocproj.runtime import Runtime, runtime_for
-from vocproj.train import (
-    final_best_checkpoint,
-    history_path,
-    loader,
-    model_from_checkpoint,
-    on_runtime,
-    predict_logits,
-    read_history,
-)
-
-LOSS_FIGURE = "loss.png"
+from vocproj.train import loader, on_runtime, predict_logits
 
 
-def scores_path(profile: Profile, split: str) -> Path:
-    return profile.run_dir / f"scores_{split}.npz"
-
-
-def figures_dir(profile: Profile) -> Path:
-    return profile.report_dir / "figures"
-
-
-def load_best_model(profile: Profile, runtime: Runtime) -> tuple[nn.Module, dict[str, Any]]:
+def load_best_model(
+    profile: Profile, runtime: Runtime, classes: tuple[str, ...]
+) -> tuple[nn.Module, dict[str, Any]]:
     """The best checkpoint over all phases, on the runtime's device in eval mode."""
-    checkpoint = load_checkpoint(final_best_checkpoint(profile))
-    model = on_runtime(model_from_checkpoint(profile, checkpoint), runtime).eval()
-    return model, checkpoint
+    path = RunFiles.of(profile).final_best
+    checkpoint = load_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, classes, path)
+    return on_runtime(model, runtime).eval(), checkpoint
 
 
 def predict(
     model: nn.Module, dataset: Any, runtime: Runtime, batch_size: int = 64, progress: bool = False
 ) -> tuple[list[str], Any]:
-    """Ids and an N×20 array of probabilities (the sigmoid of the model's logits)."""
+    """Ids and an N×C array of probabilities (the sigmoid of the model's logits)."""
     batches = loader(dataset, batch_size, runtime, seed=None)
     ids, logits, _, _ = predict_logits(model, batches, runtime, progress)
     return ids, torch.sigmoid(logits).numpy()
@@ -54,19 +39,20 @@ def predict(
 def score_split(profile: Profile, split: str | None = None, progress: bool = True) -> Path:
     """Write runs/<profile>/scores_<split>.npz from the best checkpoint."""
     split = split or profile.settings.data.val_split
-    prepare_data(profile, progress=progress)
+    classes = prepare_data(profile, progress=progress).classes
     runtime = runtime_for(profile)
-    model, checkpoint = load_best_model(profile, runtime)
+    model, checkpoint = load_best_model(profile, runtime, classes)
     normalisation = checkpoint_normalisation(checkpoint)
-    dataset = open_split(profile, split, "eval", normalisation=normalisation, progress=progress)
+    dataset = open_split(
+        profile, split, "eval", classes=classes, normalisation=normalisation, progress=progress
+    )
     ids, scores = predict(model, dataset, runtime, profile.settings.train.eval_batch_size, progress)
-    path = scores_path(profile, split)
-    save_scores(path, ids, scores, dataset.labels, checkpoint["classes"])
+    path = RunFiles.of(profile).scores(split)
+    save_scores(path, ids, scores, dataset.labels, classes)
     return path
 
 
 def evaluate(profile: Profile, split: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score the split, then write metrics.json, top50.json and every figure of the report."""
+    """Score the split, then write metrics.json and top50.json; return the metrics."""
     path = score_split(profile, split, progress)
-    plot_loss_history(read_history(history_path(profile)), figures_dir(profile) / LOSS_FIGURE)
-    return write_metrics(path, profile.report_dir, figures_dir=figures_dir(profile))
+    return write_metrics(path, profile.report_dir)

@@ -19,42 +19,25 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
+from vocproj import layouts
+from vocproj.artifacts import RunFiles, RunRecord
 from vocproj.config import Profile
+from vocproj.data import prepare_data, read_split, split_names
 from vocproj.errors import DatasetError
 from vocproj.io import atomic_write_json
-from vocproj.model import input_normalisation
 from vocproj.plots import PathLike, finish_figure, new_figure
 from vocproj.runtime import derived_seed
 from vocproj.transforms import augmentations, build_transform, denormalise
 from vocproj.voc import (
-    CLASSES,
     DIFFICULT_ONLY,
     FIX_DATA_HINT,
     PRESENT,
-    jpeg_path,
-    labels_from_objects,
+    LabelledSplit,
     open_rgb,
-    parse_annotation,
-    read_split_ids,
+    read_annotation,
 )
 
-DATASET_FILE = "dataset.json"
-LABEL_FREQUENCY_FIGURE = "label_frequency.png"
-COOCCURRENCE_FIGURE = "cooccurrence.png"
-OBJECTS_PER_IMAGE_FIGURE = "objects_per_image.png"
-IMAGE_SIZES_FIGURE = "image_sizes.png"
-EXAMPLES_FIGURE = "examples.png"
 IMAGE_GRID_WIDTH_IN = 6.0  # image grids are narrower than charts: photos make large PNGs
-
-
-def augmentation_figure(phase: int) -> str:
-    """File name of phase `phase`'s augmentation preview (notebooks 01-03, REPORT.md)."""
-    return f"augment_phase{phase}.png"
-
-
-def loss_figure(phase: int) -> str:
-    """File name of the loss curve drawn after phase `phase` (notebooks 01-03)."""
-    return f"loss_phase{phase}.png"
 
 
 # ---------------------------------------------------------------- split statistics
@@ -62,29 +45,53 @@ def loss_figure(phase: int) -> str:
 
 @dataclass(frozen=True, eq=False)
 class SplitSummary:
-    """Per-image facts of one split, in the order of its ImageSets/Main/<split>.txt."""
+    """Per-image facts of one split, in the split's order."""
 
-    split: str
-    ids: list[str]
-    labels: np.ndarray  # N×20 int8: 1 present, 0 absent, -1 difficult only
+    labelled: LabelledSplit  # ids, image files, N×C int8 labels (1 present, 0, -1 difficult)
     objects: np.ndarray  # N: annotated objects per image, difficult ones included
     difficult_objects: np.ndarray  # N: of which marked difficult
     sizes: np.ndarray  # N×2: image width and height in pixels
 
+    @property
+    def split(self) -> str:
+        return self.labelled.name
 
-def summarise_split(voc_root: PathLike, split: str) -> SplitSummary:
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.labelled.classes
+
+    @property
+    def ids(self) -> list[str]:
+        return self.labelled.ids
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.labelled.labels
+
+
+def summarise_split(labelled: LabelledSplit) -> SplitSummary:
     """Read a split's annotations and image headers (no image is decoded)."""
-    root = Path(voc_root)
-    ids = read_split_ids(root, split)
-    annotations = [parse_annotation(root / "Annotations" / f"{i}.xml") for i in ids]
+    annotations = [
+        [] if path is None else read_annotation(path).objects for path in labelled.annotation_paths
+    ]
     return SplitSummary(
-        split=split,
-        ids=ids,
-        labels=np.stack([labels_from_objects(objects) for objects in annotations]),
-        objects=np.array([len(objects) for objects in annotations]),
+        labelled=labelled,
+        objects=np.array([len(objects) for objects in annotations], dtype=np.int64),
         difficult_objects=np.array([sum(d for _, d in objects) for objects in annotations]),
-        sizes=np.array([image_size(jpeg_path(root, i)) for i in ids]),
+        sizes=np.array([image_size(path) for path in labelled.image_paths]).reshape(-1, 2),
     )
+
+
+def summarise_splits(profile: Profile, record: RunRecord) -> list[SplitSummary]:
+    """The train and val splits' summaries over the run's classes."""
+    return [
+        summarise_split(read_split(profile, name, record.classes)) for name in split_names(profile)
+    ]
+
+
+def class_warnings(summaries: Sequence[SplitSummary]) -> list[str]:
+    """A warning for each class without a positive image in a split (vocproj.layouts' words)."""
+    return layouts.class_warnings([summary.labelled for summary in summaries])
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -110,19 +117,20 @@ def _split_json(summary: SplitSummary) -> dict[str, Any]:
         "labels_per_image": float((summary.labels == PRESENT).sum(axis=1).mean()),
         "width": [int(widths.min()), int(widths.max())],
         "height": [int(heights.min()), int(heights.max())],
-        "images_per_class": _per_class((summary.labels == PRESENT).sum(axis=0)),
-        "difficult_only_per_class": _per_class((summary.labels == DIFFICULT_ONLY).sum(axis=0)),
+        "images_per_class": _per_class(summary, summary.labels == PRESENT),
+        "difficult_only_per_class": _per_class(summary, summary.labels == DIFFICULT_ONLY),
     }
 
 
-def _per_class(counts: np.ndarray) -> dict[str, int]:
-    return {name: int(count) for name, count in zip(CLASSES, counts, strict=True)}
+def _per_class(summary: SplitSummary, flags: np.ndarray) -> dict[str, int]:
+    counts = flags.sum(axis=0)
+    return {name: int(count) for name, count in zip(summary.classes, counts, strict=True)}
 
 
 def write_dataset_summary(profile: Profile, summaries: Sequence[SplitSummary]) -> dict[str, Any]:
     """Write reports/<profile>/dataset.json (read back by REPORT.md); return its content."""
     summary = dataset_summary(summaries)
-    atomic_write_json(profile.report_dir / DATASET_FILE, summary)
+    atomic_write_json(RunFiles.of(profile).dataset_summary, summary)
     return summary
 
 
@@ -147,7 +155,7 @@ def class_table(summaries: Sequence[SplitSummary]) -> str:
     stats = dataset_summary(summaries)
     header = " | ".join(f"{split} images" for split in stats)
     lines = [f"| class | {header} |", "|---|" + "---:|" * len(stats)]
-    for name in CLASSES:
+    for name in summaries[0].classes:
         cells = " | ".join(
             f"{row['images_per_class'][name]} ({row['difficult_only_per_class'][name]})"
             for row in stats.values()
@@ -194,16 +202,15 @@ def plot_image_sizes(summaries: Sequence[SplitSummary], path: PathLike | None = 
     return finish_figure(fig, path)
 
 
-def label_text(labels_row: np.ndarray) -> str:
+def label_text(labels_row: np.ndarray, classes: Sequence[str]) -> str:
     """The classes of one label row, difficult-only ones marked with '?'."""
-    flags = dict(zip(CLASSES, labels_row, strict=True))
+    flags = dict(zip(classes, labels_row, strict=True))
     names = [name for name, flag in flags.items() if flag == PRESENT]
     names += [f"{name}?" for name, flag in flags.items() if flag == DIFFICULT_ONLY]
     return ", ".join(names) or "(no object)"
 
 
 def plot_examples(
-    voc_root: PathLike,
     summary: SplitSummary,
     count: int = 8,
     path: PathLike | None = None,
@@ -218,9 +225,9 @@ def plot_examples(
     for index, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if index < shown:
-            image_id = summary.ids[index]
-            ax.imshow(open_rgb(jpeg_path(voc_root, image_id)))
-            ax.set_title(f"{image_id}\n{label_text(summary.labels[index])}", fontsize="small")
+            ax.imshow(open_rgb(summary.labelled.image_paths[index]))
+            labels = label_text(summary.labels[index], summary.classes)
+            ax.set_title(f"{summary.ids[index]}\n{labels}", fontsize="small")
     fig.suptitle(f"Example images of the {summary.split} split with their labels")
     return finish_figure(fig, path)
 
@@ -239,18 +246,19 @@ def plot_augmentation_preview(
     """
     settings = profile.settings
     preset = settings.train.phases[phase - 1].preset
-    normalisation = input_normalisation(settings.model.backbone)
+    record = prepare_data(profile, progress=False)
+    normalisation = record.normalisation
     transform = build_transform(preset, settings.train.image_size, settings.augment, normalisation)
     draws = draws if augmentations(preset, settings.augment) else 1
-    voc_root = profile.voc_root
-    ids = read_split_ids(voc_root, settings.data.train_split)[:count]
+    train = read_split(profile, settings.data.train_split, record.classes)
+    ids, paths = train.ids[:count], train.image_paths[:count]
     fig, axes = new_figure(
         1.6 * len(ids) + 0.4, IMAGE_GRID_WIDTH_IN, nrows=len(ids), ncols=draws + 1, squeeze=False
     )
     with torch.random.fork_rng():
         torch.manual_seed(derived_seed(settings.seed, "preview", phase))
-        for row, image_id in zip(axes, ids, strict=True):
-            image = open_rgb(jpeg_path(voc_root, image_id))
+        for row, image_id, image_path in zip(axes, ids, paths, strict=True):
+            image = open_rgb(image_path)
             _show(row[0], np.asarray(image), f"{image_id} (original)")
             for draw, ax in enumerate(row[1:], start=1):
                 tensor = denormalise(transform(image), normalisation)

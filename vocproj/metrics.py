@@ -51,13 +51,11 @@ from typing import Any
 
 import numpy as np
 
+from vocproj.artifacts import METRICS_FILE, TOP_K_FILE
 from vocproj.errors import ScoresError, VocprojError
 from vocproj.io import atomic_write, atomic_write_json
-from vocproj.voc import CLASSES
 
 SCHEMA_VERSION = 1
-METRICS_FILE = "metrics.json"
-TOP_K_FILE = "top50.json"
 THRESHOLDS = np.round(np.arange(20) * 0.05, 2)
 STUDY_BEST_PRECISION = 0.8565135759676487
 STUDY_THRESHOLD = 0.4
@@ -84,7 +82,7 @@ def save_scores(
     ids: Sequence[str],
     scores: np.ndarray,
     labels: np.ndarray,
-    classes: Sequence[str] = CLASSES,
+    classes: Sequence[str],
 ) -> None:
     """Validate and write a scores `.npz` atomically (scores float32, labels int8)."""
     arrays = {
@@ -507,13 +505,9 @@ def write_metrics(
     scores_npz: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    figures_dir: str | os.PathLike[str] | None = None,
     k: int = 50,
 ) -> dict[str, Any]:
-    """Write metrics.json, top50.json and the metric figures for a scores file; return metrics."""
-    # Imported here: plots builds on this module, and matplotlib is only needed for this step.
-    from vocproj.plots import write_metric_figures
-
+    """Write metrics.json and top50.json for a scores file into `out_dir`; return the metrics."""
     scores = load_scores(scores_npz)
     out = Path(out_dir)
     metrics = compute_metrics(scores, k=k)
@@ -521,7 +515,6 @@ def write_metrics(
     atomic_write_json(
         out / TOP_K_FILE, top_k(scores.ids, scores.scores, scores.labels, scores.classes, k)
     )
-    write_metric_figures(scores, metrics, out / "figures" if figures_dir is None else figures_dir)
     return metrics
 
 

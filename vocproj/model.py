@@ -12,6 +12,7 @@ training uses `BCEWithLogitsLoss`, the numerically stable form of sigmoid + bina
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -24,11 +25,11 @@ from vocproj import efficientnet_lite
 from vocproj.errors import CheckpointError
 from vocproj.io import atomic_write
 from vocproj.transforms import IMAGENET, SYMMETRIC, Normalisation
-from vocproj.voc import NUM_CLASSES
+from vocproj.voc import CLASSES, describe_classes
 
 
 def build_model(
-    backbone: str = "resnet18", weights: str = "imagenet", num_classes: int = NUM_CLASSES
+    backbone: str = "resnet18", weights: str = "imagenet", num_classes: int = len(CLASSES)
 ) -> nn.Module:
     """A classification backbone whose last linear layer is a `num_classes` head.
 
@@ -136,6 +137,29 @@ def _load_strict(model: nn.Module, state: dict[str, Any], path: Path) -> None:
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a crash leaves the previous file intact."""
     atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+
+
+def check_checkpoint_classes(
+    checkpoint: dict[str, Any], classes: Sequence[str], path: str | os.PathLike[str]
+) -> None:
+    """Raise a CheckpointError naming both lists when a checkpoint's classes are not the run's."""
+    found = checkpoint.get("classes")
+    if found is None or list(found) != list(classes):
+        raise CheckpointError(
+            f"checkpoint {path} was trained for {describe_classes(found)}, but the run's data has "
+            f"{describe_classes(classes)}. Train this profile again (delete its runs folder, or "
+            f"rerun the phases with retrain), or use the profile the checkpoint was trained with."
+        )
+
+
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], classes: Sequence[str], path: str | os.PathLike[str]
+) -> nn.Module:
+    """A vocproj checkpoint's network, which must have been trained for `classes` (the run's)."""
+    check_checkpoint_classes(checkpoint, classes, path)
+    model = build_model(checkpoint["backbone"], "none", len(classes))
+    _load_strict(model, checkpoint["model"], Path(path))
+    return model
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

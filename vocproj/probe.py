@@ -9,13 +9,13 @@ VOC AP, difficult-only labels left out of both. Written to `reports/<profile>/pr
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data
 from vocproj.io import atomic_write_json
@@ -23,21 +23,21 @@ from vocproj.metrics import mean_average_precision
 from vocproj.model import build_model
 from vocproj.runtime import Runtime, runtime_for
 from vocproj.train import frozen_features, on_runtime
-from vocproj.voc import CLASSES, PRESENT
+from vocproj.voc import PRESENT
 
-PROBE_FILE = "probe.json"
 DEFAULT_C = 1.0  # inverse L2 strength, scikit-learn's default
 
 
-def probe_path(profile: Profile) -> Path:
-    return profile.report_dir / PROBE_FILE
-
-
 def split_features(
-    profile: Profile, model: nn.Module, runtime: Runtime, split: str, progress: bool
+    profile: Profile,
+    model: nn.Module,
+    runtime: Runtime,
+    split: str,
+    classes: tuple[str, ...],
+    progress: bool,
 ) -> tuple[np.ndarray, Any]:
     """The frozen network's features of every image of a split, and the split."""
-    dataset = open_split(profile, split, "eval", progress=progress)
+    dataset = open_split(profile, split, "eval", classes=classes, progress=progress)
     batch_size = profile.settings.train.eval_batch_size
     items = frozen_features(model, dataset, batch_size, runtime, progress)
     return items.features.numpy(), dataset
@@ -62,20 +62,22 @@ def fit_and_score(
 def linear_probe(profile: Profile, *, c: float = DEFAULT_C, progress: bool = True) -> dict:
     """Fit the probe on the train split, score val, write probe.json; return its contents."""
     started = time.perf_counter()
-    prepare_data(profile, progress=progress)
+    classes = prepare_data(profile, progress=progress).classes
     settings = profile.settings
     runtime = runtime_for(profile)
-    starting = build_model(settings.model.backbone, settings.model.weights, len(CLASSES))
+    starting = build_model(settings.model.backbone, settings.model.weights, len(classes))
     model = on_runtime(starting, runtime)
     train_x, train_set = split_features(
-        profile, model, runtime, settings.data.train_split, progress
+        profile, model, runtime, settings.data.train_split, classes, progress
     )
-    val_x, val_set = split_features(profile, model, runtime, settings.data.val_split, progress)
+    val_x, val_set = split_features(
+        profile, model, runtime, settings.data.val_split, classes, progress
+    )
     scores = fit_and_score(train_x, train_set.labels, val_x, c)
     mean_ap, per_class = mean_average_precision(scores, val_set.labels)
     result = {
         "map": float(mean_ap),
-        "ap": {name: _number(ap) for name, ap in zip(CLASSES, per_class, strict=True)},
+        "ap": {name: _number(ap) for name, ap in zip(classes, per_class, strict=True)},
         "C": c,
         "backbone": profile.settings.model.backbone,
         "weights": profile.settings.model.weights,
@@ -84,7 +86,7 @@ def linear_probe(profile: Profile, *, c: float = DEFAULT_C, progress: bool = Tru
         "n_val": len(val_set),
         "seconds": time.perf_counter() - started,
     }
-    atomic_write_json(probe_path(profile), result)
+    atomic_write_json(RunFiles.of(profile).probe, result)
     return result
 
 

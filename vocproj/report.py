@@ -29,22 +29,26 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
+from vocproj.artifacts import (
+    LOSS_FIGURE,
+    PER_CLASS_AP_FIGURE,
+    PR_CURVES_FIGURE,
+    THRESHOLD_SWEEP_FIGURE,
+    RunFiles,
+    RunRecord,
+    augmentation_figure,
+    read_history,
+    read_record,
+)
 from vocproj.config import PhaseSettings, Profile, Settings
 from vocproj.errors import VocprojError
-from vocproj.evaluate import LOSS_FIGURE, figures_dir
-from vocproj.explore import DATASET_FILE, augmentation_figure
 from vocproj.io import atomic_write_json, atomic_write_text
-from vocproj.metrics import METRICS_FILE, best_threshold
+from vocproj.metrics import best_threshold
 from vocproj.model import load_checkpoint
-from vocproj.plots import PER_CLASS_AP_FIGURE, PR_CURVES_FIGURE, THRESHOLD_SWEEP_FIGURE
-from vocproj.probe import probe_path
 from vocproj.runtime import runtime_for
-from vocproj.train import final_best_checkpoint, history_path, read_history
 from vocproj.transforms import augmentations
+from vocproj.voc import CLASSES
 
-REPORT_FILE = "REPORT.md"
-ENVIRONMENT_FILE = "environment.json"
-EXECUTED_NOTEBOOKS_DIR = "notebooks"  # reports/<profile>/notebooks: what `make report` executed
 NOT_AVAILABLE = "n/a"
 STUDY_SETTINGS = {"source": "voc2012", "weights": "imagenet", "image_size": 224, "epochs": 15}
 DATA_DESCRIPTIONS = {
@@ -55,10 +59,6 @@ DATA_DESCRIPTIONS = {
         "official splits: not comparable with published VOC2007 test results)"
     ),
 }
-
-
-def executed_notebooks_dir(profile: Profile) -> Path:
-    return profile.report_dir / EXECUTED_NOTEBOOKS_DIR
 
 
 # ---------------------------------------------------------------- formatting
@@ -255,8 +255,10 @@ def weights_description(weights: str, backbone: str) -> str:
     return f"initialised from the weight file `{weights}`"
 
 
-def data_description(settings: Settings) -> str:
+def data_description(settings: Settings, record: RunRecord | None = None) -> str:
     data = settings.data
+    if data.source == "export" and record is not None:
+        return f"a {record.layout} export at `{record.data_dir}`"
     if data.source == "sample":
         return (
             "the synthetic VOC-format sample dataset that vocproj generates (drawn shapes of "
@@ -314,7 +316,7 @@ def environment_record(profile: Profile) -> dict[str, Any]:
 
 def record_environment(profile: Profile, stage: str) -> dict[str, Any]:
     """Add this stage's environment to reports/<profile>/environment.json; return the record."""
-    path = profile.report_dir / ENVIRONMENT_FILE
+    path = RunFiles.of(profile).environment
     recorded = _read_json(path) if path.is_file() else {}
     recorded[stage] = environment_record(profile)
     atomic_write_json(path, recorded)
@@ -375,13 +377,14 @@ class ReportInputs:
     environment: dict[str, Any] | None
     timings: list[StageTiming]
     figures: frozenset[str]  # names of the files in reports/<profile>/figures
+    record: RunRecord  # run.json: the classes, the data
     probe: dict[str, Any] | None = None  # probe.json: the linear-probe yardstick, if computed
 
 
 def gather_inputs(profile: Profile) -> ReportInputs:
     """Read the run's files; a missing required one is an error that says which step writes it."""
-    metrics_file = profile.report_dir / METRICS_FILE
-    history_file = history_path(profile)
+    files = RunFiles.of(profile)
+    metrics_file, history_file = files.metrics, files.history
     for path, step in (
         (history_file, "the training notebooks 01-03"),
         (metrics_file, "notebook 04"),
@@ -391,18 +394,19 @@ def gather_inputs(profile: Profile) -> ReportInputs:
                 f"{path} not found: run {step} first "
                 f"(`make report PROFILE={profile.profile}` runs every step)."
             )
-    checkpoint = load_checkpoint(final_best_checkpoint(profile))
+    checkpoint = load_checkpoint(files.final_best)
     return ReportInputs(
         profile=profile.profile,
         settings=Settings.model_validate(checkpoint["profile"]["settings"]),
         metrics=_read_json(metrics_file),
         history=read_history(history_file),
         best={key: checkpoint[key] for key in ("phase", "epoch", "best_val_loss", "version")},
-        dataset=_read_optional_json(profile.report_dir / DATASET_FILE),
-        environment=_read_optional_json(profile.report_dir / ENVIRONMENT_FILE),
-        timings=stage_timings(executed_notebooks_dir(profile)),
-        figures=frozenset(path.name for path in figures_dir(profile).glob("*.png")),
-        probe=_read_optional_json(probe_path(profile)),
+        dataset=_read_optional_json(files.dataset_summary),
+        environment=_read_optional_json(files.environment),
+        timings=stage_timings(files.executed_notebooks),
+        figures=frozenset(path.name for path in files.figures.glob("*.png")),
+        record=read_record(files),
+        probe=_read_optional_json(files.probe),
     )
 
 
@@ -422,7 +426,7 @@ def _read_optional_json(path: Path) -> dict[str, Any] | None:
 
 def write_report(profile: Profile) -> Path:
     """Write reports/<profile>/REPORT.md from the run's files; return its path."""
-    path = profile.report_dir / REPORT_FILE
+    path = RunFiles.of(profile).report
     atomic_write_text(path, render_report(gather_inputs(profile)))
     return path
 
@@ -454,7 +458,8 @@ def _title(inputs: ReportInputs) -> str:
     chosen = m["at_threshold"] or {}
     study = m["study"]
     return "\n\n".join([
-        f"# Multi-label PASCAL VOC classification with {s.model.backbone} — profile "
+        f"# Multi-label classification of {_subject(inputs.record)} with {s.model.backbone} — "
+        f"profile "
         f"`{inputs.profile}`",
         f"Written by `python -m vocproj report --profile {inputs.profile}`, the last step of "
         f"`make report PROFILE={inputs.profile}`, from this run's own files: every number below "
@@ -486,10 +491,12 @@ def _what_was_done(inputs: ReportInputs) -> str:
     }[s.data.difficult]
     weights = weights_description(s.model.weights, s.model.backbone)
     bullets = [
-        f"- **Data:** {data_description(s)}; split `{s.data.train_split}` for training, "
-        f"`{s.data.val_split}` for evaluation ({_split_sizes(inputs)}).",
-        f"- **Model:** {s.model.backbone}, {weights}; its last fully "
-        "connected layer replaced by a 20-way layer whose sigmoid gives each class's probability.",
+        f"- **Data:** {data_description(s, inputs.record)}; split `{s.data.train_split}` for "
+        f"training, `{s.data.val_split}` for evaluation ({_split_sizes(inputs)}).",
+        f"- **Classes:** {_class_list(inputs.record)}.",
+        f"- **Model:** {s.model.backbone}, {weights}; its last fully connected layer replaced "
+        f"by a {len(inputs.record.classes)}-way layer whose sigmoid gives each class's "
+        "probability.",
         "- **Loss:** binary cross-entropy of each class's output (computed on the logits, the "
         "stable form of sigmoid + BCE). An image where a class appears only as difficult objects "
         f"is {difficult}.",
@@ -501,8 +508,39 @@ def _what_was_done(inputs: ReportInputs) -> str:
         f"- **Phases:** {count}, each starting from the weights the previous one ended with.",
     ]  # fmt: skip
     return "\n\n".join([
-        "## 1. What was done", "\n".join(bullets), "\n".join(phases), " ".join(previews),
+        "## 1. What was done", "\n".join(bullets), _class_counts(inputs), "\n".join(phases),
+        " ".join(previews),
     ])  # fmt: skip
+
+
+def _subject(record: RunRecord) -> str:
+    if record.classes == CLASSES:
+        return "the PASCAL VOC classes"
+    return f"{len(record.classes)} classes"
+
+
+def _class_list(record: RunRecord) -> str:
+    where = "the 20 PASCAL VOC classes" if record.classes == CLASSES else "the run's own classes"
+    if record.split_lists:
+        where += f"; train/val drawn by vocproj (lists in `{record.split_lists}`)"
+    return f"{len(record.classes)}, {where}: {', '.join(record.classes)}"
+
+
+def _class_counts(inputs: ReportInputs) -> str:
+    """Images per class in each split (difficult-only images in brackets), from dataset.json."""
+    if inputs.dataset is None:
+        return ""
+    splits = list(inputs.dataset)
+    rows = [
+        [name] + [
+            f"{inputs.dataset[split]['images_per_class'][name]} "
+            f"({inputs.dataset[split]['difficult_only_per_class'][name]})"
+            for split in splits
+        ]
+        for name in inputs.record.classes
+    ]  # fmt: skip
+    headers = ["class", *(f"{split} images (difficult only)" for split in splits)]
+    return markdown_table(headers, rows, align="l" + "r" * len(splits))
 
 
 def _backbone_rate(settings: Settings) -> str:

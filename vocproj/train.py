@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vocproj import __version__
+from vocproj.artifacts import HISTORY_FIELDS, RunFiles
 from vocproj.cache import CachedVOCClassification
 from vocproj.config import PhaseSettings, Profile
 from vocproj.data import open_split, prepare_data
@@ -46,17 +47,12 @@ from vocproj.model import (
     head_name,
     input_normalisation,
     load_checkpoint,
+    model_from_checkpoint,
     save_checkpoint,
 )
 from vocproj.runtime import Runtime, derived_seed, runtime_for, seed_everything
 from vocproj.transforms import augmentations
-from vocproj.voc import CLASSES
 
-LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
-HISTORY_FIELDS = (
-    "phase", "epoch", "global_epoch", "preset", "train_loss", "val_loss", "val_map", "lr",
-    "seconds", "train_images_per_second",
-)  # fmt: skip
 # Settings that change how fast or where a run goes, not what it computes (beyond rounding).
 RUNTIME_ONLY_SETTINGS = {
     "data": ("root", "prefer_roots", "num_workers", "cache"),
@@ -66,19 +62,6 @@ RUNTIME_ONLY_SETTINGS = {
 LOSS_CHECK_EVERY = 16  # training batches between checks of the loss on the CPU
 
 
-def phase_dir(profile: Profile, phase: int) -> Path:
-    return profile.run_dir / f"phase{phase}"
-
-
-def history_path(profile: Profile) -> Path:
-    return profile.run_dir / HISTORY
-
-
-def final_best_checkpoint(profile: Profile) -> Path:
-    """The best checkpoint over all phases: what evaluation and the browser load."""
-    return phase_dir(profile, len(profile.settings.train.phases)) / BEST
-
-
 @dataclass
 class PhaseState:
     """Everything that carries from one epoch to the next."""
@@ -86,6 +69,7 @@ class PhaseState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    classes: tuple[str, ...]
     head_only: bool = False  # the pretrained layers are frozen (linear probing)
     freeze_bn: bool = False
     epochs_done: int = 0
@@ -154,33 +138,34 @@ def make_optimizer(
     return optimizer, scheduler
 
 
-def new_phase_state(profile: Profile, phase: int, runtime: Runtime) -> PhaseState:
+def new_phase_state(
+    profile: Profile, phase: int, runtime: Runtime, classes: tuple[str, ...]
+) -> PhaseState:
     """Phase 1 starts from the profile's weights; phase N from phase N-1's final weights."""
     settings = profile.settings
     seed_everything(derived_seed(settings.seed, "init"))
     if phase == 1:
-        model = build_model(settings.model.backbone, settings.model.weights, len(CLASSES))
-        return state_for_model(profile, phase, runtime, model)
+        model = build_model(settings.model.backbone, settings.model.weights, len(classes))
+        return state_for_model(profile, phase, runtime, model, classes)
     previous = require_finished_phase(profile, phase - 1)
-    state = state_for_model(profile, phase, runtime, model_from_checkpoint(profile, previous))
+    path = RunFiles.of(profile).last(phase - 1)
+    model = model_from_checkpoint(previous, classes, path)
+    state = state_for_model(profile, phase, runtime, model, classes)
     state.history, state.best_val_loss = previous["history"], previous["best_val_loss"]
     carry_best_checkpoint(profile, phase)
     return state
 
 
-def model_from_checkpoint(profile: Profile, checkpoint: dict[str, Any]) -> nn.Module:
-    model = build_model(profile.settings.model.backbone, "none", len(CLASSES))
-    model.load_state_dict(checkpoint["model"])
-    return model
-
-
-def state_for_model(profile: Profile, phase: int, runtime: Runtime, model: nn.Module) -> PhaseState:
+def state_for_model(
+    profile: Profile, phase: int, runtime: Runtime, model: nn.Module, classes: tuple[str, ...]
+) -> PhaseState:
     """Put the model on the device and give it a fresh optimiser and schedule for the phase."""
     model = on_runtime(model, runtime)
     settings = profile.settings.train.phases[phase - 1]
     optimizer, scheduler = make_optimizer(profile, model, settings)
     head_only = settings.train == "head"
-    return PhaseState(model, optimizer, scheduler, head_only, profile.settings.optim.freeze_bn)
+    freeze_bn = profile.settings.optim.freeze_bn
+    return PhaseState(model, optimizer, scheduler, classes, head_only, freeze_bn)
 
 
 class Float32Linear(nn.Linear):
@@ -217,7 +202,7 @@ def on_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
 
 def require_finished_phase(profile: Profile, phase: int) -> dict[str, Any]:
     """Phase `phase`'s last checkpoint, which must be complete and from the same settings."""
-    path = phase_dir(profile, phase) / LAST
+    path = RunFiles.of(profile).last(phase)
     if not path.is_file():
         raise CheckpointError(
             f"{path} not found: phase {phase} must be trained first "
@@ -242,8 +227,8 @@ def same_settings(checkpoint: dict[str, Any], profile: Profile, phase: int) -> b
 
 def carry_best_checkpoint(profile: Profile, phase: int) -> None:
     """Start phase N's best.pt as a copy of phase N-1's, so it is the best over all phases."""
-    source = phase_dir(profile, phase - 1) / BEST
-    target = phase_dir(profile, phase) / BEST
+    files = RunFiles.of(profile)
+    source, target = files.best(phase - 1), files.best(phase)
     if source.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".copy.tmp")
@@ -252,10 +237,12 @@ def carry_best_checkpoint(profile: Profile, phase: int) -> None:
 
 
 def resume_phase_state(
-    profile: Profile, phase: int, runtime: Runtime, checkpoint: dict[str, Any]
+    profile: Profile, phase: int, runtime: Runtime, classes: tuple[str, ...], path: Path
 ) -> PhaseState:
-    """Rebuild model, optimiser, schedule and history from a phase's last.pt contents."""
-    state = state_for_model(profile, phase, runtime, model_from_checkpoint(profile, checkpoint))
+    """Rebuild model, optimiser, schedule and history from a phase's last.pt."""
+    checkpoint = load_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, classes, path)
+    state = state_for_model(profile, phase, runtime, model, classes)
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     state.epochs_done = checkpoint["epoch"]
@@ -264,22 +251,23 @@ def resume_phase_state(
     return state
 
 
-def starting_state(profile: Profile, phase: int, runtime: Runtime, retrain: bool) -> PhaseState:
+def starting_state(
+    profile: Profile, phase: int, runtime: Runtime, classes: tuple[str, ...], retrain: bool
+) -> PhaseState:
     """Resume from last.pt when it belongs to these settings; otherwise start the phase over."""
-    path = phase_dir(profile, phase) / LAST
+    path = RunFiles.of(profile).last(phase)
     if path.is_file() and not retrain:
-        checkpoint = load_checkpoint(path)
-        if same_settings(checkpoint, profile, phase):
-            return resume_phase_state(profile, phase, runtime, checkpoint)
+        if same_settings(load_checkpoint(path), profile, phase):
+            return resume_phase_state(profile, phase, runtime, classes, path)
         tqdm.write(f"{path} was trained with other settings: phase {phase} starts over.")
     discard_phases_from(profile, phase)
-    return new_phase_state(profile, phase, runtime)
+    return new_phase_state(profile, phase, runtime, classes)
 
 
 def discard_phases_from(profile: Profile, phase: int) -> None:
     """Remove checkpoints of `phase` and later ones, which the new phase `phase` supersedes."""
     for later in range(phase, len(profile.settings.train.phases) + 1):
-        shutil.rmtree(phase_dir(profile, later), ignore_errors=True)
+        shutil.rmtree(RunFiles.of(profile).phase_dir(later), ignore_errors=True)
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -466,7 +454,7 @@ def checkpoint_payload(
         "rng": {"torch": torch.get_rng_state()},
         "profile": profile.to_dict(),
         "fingerprint": training_fingerprint(profile, phase),
-        "classes": list(CLASSES),
+        "classes": list(state.classes),
         "backbone": profile.settings.model.backbone,
         "normalisation": input_normalisation(profile.settings.model.backbone)._asdict(),
         "image_size": profile.settings.train.image_size,
@@ -479,26 +467,16 @@ def write_history(profile: Profile, history: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_text(history_path(profile), buffer.getvalue())
-
-
-def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """Read history.csv back with numbers as numbers."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    integers = {"phase", "epoch", "global_epoch"}
-    return [
-        {k: (int(v) if k in integers else v if k == "preset" else float(v)) for k, v in row.items()}
-        for row in rows
-    ]
+    atomic_write_text(RunFiles.of(profile).history, buffer.getvalue())
 
 
 def save_epoch(profile: Profile, phase: int, epochs: int, state: PhaseState, improved: bool):
     """Persist an epoch: best.pt first, then last.pt, then history (a crash repeats the epoch)."""
     payload = checkpoint_payload(profile, phase, epochs, state)
+    files = RunFiles.of(profile)
     if improved:
-        save_checkpoint(phase_dir(profile, phase) / BEST, payload)
-    save_checkpoint(phase_dir(profile, phase) / LAST, payload)
+        save_checkpoint(files.best(phase), payload)
+    save_checkpoint(files.last(phase), payload)
     write_history(profile, state.history)
 
 
@@ -514,8 +492,8 @@ def train_phase(
         raise CheckpointError(f"profile {profile.profile} has phases 1..{len(phases)}, not {phase}")
     progress = profile.settings.train.progress if progress is None else progress
     runtime = runtime_for(profile)
-    prepare_data(profile, progress=progress)
-    state = starting_state(profile, phase, runtime, retrain)
+    record = prepare_data(profile, progress=progress)
+    state = starting_state(profile, phase, runtime, record.classes, retrain)
     if state.epochs_done >= phases[phase - 1].epochs:
         tqdm.write(f"phase {phase} of {profile.profile} is already finished; skipping.")
         return state.history
@@ -573,8 +551,11 @@ def phase_inputs(
     layers, computed once per split; any other phase trains the model on images.
     """
     data, batch_size = profile.settings.data, profile.settings.train.eval_batch_size
-    train_set = open_split(profile, data.train_split, settings.preset, progress=progress)
-    val_set = open_split(profile, data.val_split, "eval", progress=progress)
+    classes = state.classes
+    train_set = open_split(
+        profile, data.train_split, settings.preset, classes=classes, progress=progress
+    )
+    val_set = open_split(profile, data.val_split, "eval", classes=classes, progress=progress)
     if not (state.head_only and not augmentations(settings.preset, profile.settings.augment)):
         return state.model, train_set, val_set, val_set
     train_features = frozen_features(state.model, train_set, batch_size, runtime, progress)

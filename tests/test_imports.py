@@ -1,0 +1,40 @@
+"""The arrows between modules run one way: import-linter's layers contract in pyproject.toml
+holds for vocproj, and breaks when a lower room imports a higher one (metrics → plots)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from vocproj.config import PROJECT_DIR
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
+    """`lint-imports` on the package in `project`, with the project's own contract."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(project / "pyproject.toml"), "--no-cache"],
+        cwd=project, env={**os.environ, "PYTHONPATH": str(project)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_package_keeps_its_layers():
+    result = lint_imports(PROJECT_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_numbers_importing_pictures_breaks_the_contract(tmp_path: Path):
+    shutil.copytree(PROJECT_DIR / "vocproj", tmp_path / "vocproj")
+    shutil.copy(PROJECT_DIR / "pyproject.toml", tmp_path)
+    metrics = tmp_path / "vocproj" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\nfrom vocproj import plots  # noqa: E402\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "0 kept, 1 broken" in result.stdout
+    assert "vocproj.metrics -> vocproj.plots" in result.stdout

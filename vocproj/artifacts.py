@@ -1,0 +1,194 @@
+"""The run's files, by name, and the run's record of itself: the one room every stage reads.
+
+    runs/<profile>/
+        run.json                 the record: class list, normalisation, data (`RunRecord`)
+        phase<N>/last.pt, best.pt
+        history.csv              every epoch of every phase so far
+        scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics.py)
+    reports/<profile>/
+        metrics.json, top50.json, probe.json, dataset.json, environment.json, REPORT.md
+        figures/*.png            the names below
+        notebooks/*.ipynb        the executed notebooks
+
+The data stage (`vocproj.data.prepare_data`) writes `run.json`; training, evaluation, the browser
+and the report read the class list and normalisation from it rather than work them out again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vocproj.config import Profile
+from vocproj.errors import VocprojError
+from vocproj.io import atomic_write_json
+from vocproj.transforms import Normalisation
+
+RECORD_FILE = "run.json"
+LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
+HISTORY_FIELDS = (
+    "phase", "epoch", "global_epoch", "preset", "train_loss", "val_loss", "val_map", "lr",
+    "seconds", "train_images_per_second",
+)  # fmt: skip
+METRICS_FILE = "metrics.json"
+TOP_K_FILE = "top50.json"
+PROBE_FILE = "probe.json"
+DATASET_FILE = "dataset.json"
+ENVIRONMENT_FILE = "environment.json"
+REPORT_FILE = "REPORT.md"
+FIGURES_DIR = "figures"
+EXECUTED_NOTEBOOKS_DIR = "notebooks"
+
+LOSS_FIGURE = "loss.png"
+THRESHOLD_SWEEP_FIGURE = "threshold_sweep.png"
+PER_CLASS_AP_FIGURE = "per_class_ap.png"
+PR_CURVES_FIGURE = "pr_curves.png"
+METRIC_FIGURES = (THRESHOLD_SWEEP_FIGURE, PER_CLASS_AP_FIGURE, PR_CURVES_FIGURE)
+LABEL_FREQUENCY_FIGURE = "label_frequency.png"
+COOCCURRENCE_FIGURE = "cooccurrence.png"
+OBJECTS_PER_IMAGE_FIGURE = "objects_per_image.png"
+IMAGE_SIZES_FIGURE = "image_sizes.png"
+EXAMPLES_FIGURE = "examples.png"
+
+
+def augmentation_figure(phase: int) -> str:
+    """File name of phase `phase`'s augmentation preview (notebooks 01-03, REPORT.md)."""
+    return f"augment_phase{phase}.png"
+
+
+def loss_figure(phase: int) -> str:
+    """File name of the loss curve drawn after phase `phase` (notebooks 01-03)."""
+    return f"loss_phase{phase}.png"
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """Read history.csv back with numbers as numbers."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    integers = {"phase", "epoch", "global_epoch"}
+    return [
+        {k: (int(v) if k in integers else v if k == "preset" else float(v)) for k, v in row.items()}
+        for row in rows
+    ]
+
+
+class RunRecordError(VocprojError):
+    """The run's record is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where each of a profile's files lives."""
+
+    profile: str
+    run_dir: Path
+    report_dir: Path
+    phases: int
+
+    @classmethod
+    def of(cls, profile: Profile) -> RunFiles:
+        phases = len(profile.settings.train.phases)
+        return cls(profile.profile, profile.run_dir, profile.report_dir, phases)
+
+    @property
+    def record(self) -> Path:
+        return self.run_dir / RECORD_FILE
+
+    def phase_dir(self, phase: int) -> Path:
+        return self.run_dir / f"phase{phase}"
+
+    def last(self, phase: int) -> Path:
+        return self.phase_dir(phase) / LAST
+
+    def best(self, phase: int) -> Path:
+        return self.phase_dir(phase) / BEST
+
+    @property
+    def final_best(self) -> Path:
+        """The best checkpoint over all phases: the last phase's best.pt (each carries it on)."""
+        return self.best(self.phases)
+
+    @property
+    def history(self) -> Path:
+        return self.run_dir / HISTORY
+
+    def scores(self, split: str) -> Path:
+        return self.run_dir / f"scores_{split}.npz"
+
+    @property
+    def metrics(self) -> Path:
+        return self.report_dir / METRICS_FILE
+
+    @property
+    def top_k(self) -> Path:
+        return self.report_dir / TOP_K_FILE
+
+    @property
+    def probe(self) -> Path:
+        return self.report_dir / PROBE_FILE
+
+    @property
+    def dataset_summary(self) -> Path:
+        return self.report_dir / DATASET_FILE
+
+    @property
+    def environment(self) -> Path:
+        return self.report_dir / ENVIRONMENT_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.report_dir / REPORT_FILE
+
+    @property
+    def figures(self) -> Path:
+        return self.report_dir / FIGURES_DIR
+
+    def figure(self, name: str) -> Path:
+        return self.figures / name
+
+    @property
+    def executed_notebooks(self) -> Path:
+        return self.report_dir / EXECUTED_NOTEBOOKS_DIR
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run is, as the data stage found it: its classes, inputs and data."""
+
+    profile: str
+    classes: tuple[str, ...]
+    backbone: str
+    normalisation: Normalisation
+    image_size: int
+    source: str
+    layout: str
+    data_dir: str
+    splits: dict[str, int]  # split name → images
+    split_lists: str | None = None  # where the train/val lists vocproj drew are, if it drew them
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "normalisation": self.normalisation._asdict()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        normalisation = Normalisation(**{k: tuple(v) for k, v in data["normalisation"].items()})
+        return cls(**{**data, "classes": tuple(data["classes"]), "normalisation": normalisation})
+
+
+def write_record(files: RunFiles, record: RunRecord) -> None:
+    atomic_write_json(files.record, record.to_json())
+
+
+def read_record(files: RunFiles) -> RunRecord:
+    """The run's record; a RunRecordError that says which command writes it when missing."""
+    path = files.record
+    fix = f"run `python -m vocproj data --profile {files.profile}` (or notebook 00) to write it"
+    try:
+        return RunRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise RunRecordError(f"the run's record {path} is missing; {fix}.") from None
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise RunRecordError(f"the run's record {path} is unreadable ({err}); {fix}.") from None
