@@ -11,6 +11,11 @@ from pathlib import Path
 
 from vocproj.config import PROJECT_DIR
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+    import tomli as tomllib
+
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -38,3 +43,12 @@ def test_numbers_importing_pictures_breaks_the_contract(tmp_path: Path):
     assert result.returncode != 0
     assert "0 kept, 1 broken" in result.stdout
     assert "vocproj.metrics -> vocproj.plots" in result.stdout
+
+
+def test_every_module_has_its_layer():
+    """A new module must be placed in the contract, or its imports go unchecked."""
+    contract = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = contract["contracts"][0]["layers"]
+    placed = {name.strip() for layer in layers for name in layer.split("|")}
+    modules = {f"vocproj.{path.stem}" for path in (PROJECT_DIR / "vocproj").glob("*.py")}
+    assert placed == modules - {"vocproj.__init__"}

@@ -6,6 +6,7 @@ python -m vocproj train --profile sample --phase all
 python -m vocproj evaluate --profile sample
 python -m vocproj metrics SCORES.npz --out DIR
 python -m vocproj data --profile voc2012
+python -m vocproj init-profile DATA_DIR --name NAME
 python -m vocproj probe --profile voc2007-real
 python -m vocproj report --profile sample
 """
@@ -60,18 +61,30 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from vocproj.artifacts import LOSS_FIGURE, RunFiles, read_history
     from vocproj.config import load_profile
     from vocproj.evaluate import evaluate
+    from vocproj.metrics import load_scores
+    from vocproj.plots import plot_loss_history, write_metric_figures
 
     profile = load_profile(args.profile)
-    metrics = evaluate(profile, args.split, progress=not args.no_progress)
-    print(f"{profile.profile}: mAP {metrics['map']:.4f}; metrics in {profile.report_dir}")
+    files = RunFiles.of(profile)
+    split = args.split or profile.settings.data.val_split
+    metrics = evaluate(profile, split, progress=not args.no_progress)
+    plot_loss_history(read_history(files.history), files.figure(LOSS_FIGURE))
+    write_metric_figures(load_scores(files.scores(split)), metrics, files.figures)
+    print(f"{profile.profile}: mAP {metrics['map']:.4f}; metrics and figures in {files.report_dir}")
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
-    from vocproj.metrics import write_metrics
+    from pathlib import Path
 
-    metrics = write_metrics(args.scores, args.out, figures_dir=args.figures)
+    from vocproj.metrics import load_scores, write_metrics
+    from vocproj.plots import write_metric_figures
+
+    metrics = write_metrics(args.scores, args.out)
+    figures = Path(args.out) / "figures" if args.figures is None else Path(args.figures)
+    write_metric_figures(load_scores(args.scores), metrics, figures)
     print(f"mAP {metrics['map']:.4f}; metrics.json, top50.json and figures written to {args.out}")
 
 
@@ -80,18 +93,44 @@ def cmd_data(args: argparse.Namespace) -> None:
     from vocproj.data import prepare_data
 
     profile = load_profile(args.profile)
-    print(f"{profile.profile} data ready at {prepare_data(profile)}")
+    record = prepare_data(profile)
+    splits = ", ".join(f"{name} {count} images" for name, count in record.splits.items())
+    print(
+        f"{profile.profile} data ready at {record.data_dir} ({record.layout}; {splits}; "
+        f"{len(record.classes)} classes: {', '.join(record.classes)})"
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from vocproj.artifacts import RunFiles
     from vocproj.config import load_profile
-    from vocproj.probe import linear_probe, probe_path
+    from vocproj.probe import linear_probe
 
     profile = load_profile(args.profile)
     result = linear_probe(profile, c=args.c, progress=not args.no_progress)
     print(
         f"{profile.profile}: linear probe mAP {result['map']:.4f} ({result['n_train']} train, "
-        f"{result['n_val']} val images, {result['seconds']:.0f} s): {probe_path(profile)}"
+        f"{result['n_val']} val images, {result['seconds']:.0f} s): {RunFiles.of(profile).probe}"
+    )
+
+
+def cmd_init_profile(args: argparse.Namespace) -> None:
+    from vocproj.init_profile import ProfileChoices, init_profile
+
+    choices = ProfileChoices(
+        name=args.name,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        backbone=args.backbone,
+        weights=args.weights,
+        val_fraction=args.val_fraction,
+        images_without_xml=args.images_without_xml,
+        seed=args.seed,
+    )
+    path, summary = init_profile(args.data_dir, choices, force=args.force)
+    print(summary)
+    print(
+        f"wrote {path}; next: make report PROFILE={args.name}, then make browse PROFILE={args.name}"
     )
 
 
@@ -162,6 +201,35 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
     probe.add_argument("--no-progress", action="store_true", help="no progress bars")
     probe.set_defaults(run=cmd_probe)
+
+    init = commands.add_parser(
+        "init-profile", help="look at your own VOC-format export and write params/NAME.yaml"
+    )
+    init.add_argument(
+        "data_dir",
+        help="the export: a devkit tree (VOC, CVAT), a flat folder "
+        "of images with XML (labelImg), or Roboflow's train/ valid/ test/",
+    )
+    init.add_argument("--name", required=True, help="the profile's name (params/NAME.yaml)")
+    init.add_argument("--epochs", type=int, default=15, help="epochs per phase (the study: 15)")
+    init.add_argument("--image-size", type=int, default=224, help="input size in px (224)")
+    init.add_argument("--backbone", default="efficientnet_lite0", help="model.backbone")
+    init.add_argument("--weights", default="imagenet", help="imagenet, none, or a file")
+    init.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of val when vocproj draws the split (0.2)",
+    )
+    init.add_argument(
+        "--images-without-xml",
+        choices=("skip", "negative"),
+        default="skip",
+        help="images without XML: left out (listed), or negatives for every class",
+    )
+    init.add_argument("--seed", type=int, default=0, help="the profile's seed (and the split's)")
+    init.add_argument("--force", action="store_true", help="replace an existing params file")
+    init.set_defaults(run=cmd_init_profile)
 
     report = commands.add_parser("report", help="write reports/<profile>/REPORT.md from the run")
     report.add_argument("--profile", default="sample", help="profile name or YAML path")

@@ -587,10 +587,11 @@ def _threshold(inputs: ReportInputs) -> str:
 ## 3. Choosing the threshold
 
 A class is predicted present when its probability is at least the threshold. The macro
-averages below are means over the 20 classes; precision of a class with no predicted positive is
-undefined, and is either counted as 0 (**zero** convention, how the study's number came out) or
-left out of the mean (**skip** convention). Precision alone rewards predicting only the surest
-labels, however many are missed, so the threshold is chosen for the best macro F1 instead.
+averages below are means over the {len(inputs.record.classes)} classes; precision of a class
+with no predicted positive is undefined, and is either counted as 0 (**zero** convention, how the
+study's number came out) or left out of the mean (**skip** convention). Precision alone rewards
+predicting only the surest labels, however many are missed, so the threshold is chosen for the
+best macro F1 instead.
 
 {_figure(inputs, THRESHOLD_SWEEP_FIGURE, "macro precision, recall and F1 against the threshold")}
 
