@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -189,10 +190,33 @@ def wait_for_idle_kernel(page: Page) -> None:
     expect(indicator).to_have_attribute("data-status", "idle", timeout=KERNEL_TIMEOUT_MS)
 
 
+def dismiss_dialogs(page: Page) -> None:
+    """Close any JupyterLab dialog that would take the menu's clicks (on a loaded machine one may
+    open, e.g. about a slow kernel), saying what it was; its safe answer (Cancel, Escape)."""
+    dialogs = page.locator(".jp-Dialog")
+    while (count := dialogs.count()) > 0:
+        dialog = dialogs.last
+        print("JupyterLab dialog dismissed:", " ".join(dialog.inner_text().split()))
+        cancel = dialog.locator(".jp-mod-reject")
+        if cancel.count():
+            cancel.first.click()
+        else:
+            page.keyboard.press("Escape")
+        expect(dialogs).to_have_count(count - 1)
+
+
+def open_restart_dialog(page: Page) -> None:
+    """Kernel ▸ Restart Kernel…: a dialog in the way of the menu bar until it is answered."""
+    page.get_by_role("menuitem", name="Kernel", exact=True).click()
+    page.get_by_role("menuitem", name=re.compile(r"^Restart Kernel(…|\.\.\.)")).click()
+    expect(page.locator(".jp-Dialog")).to_have_count(1)
+
+
 def run_all_cells(page: Page) -> None:
     """Run ▸ Run All Cells from JupyterLab's menu bar; wait until every code cell has run
     (its prompt shows an execution count, not [*] or [ ]) and the kernel is idle."""
     for _ in range(RUN_ALL_ATTEMPTS):  # on a loaded machine the first click can come too early
+        dismiss_dialogs(page)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         try:
@@ -226,7 +250,8 @@ def test_notebook_05_in_jupyterlab_classifies_an_uploaded_real_photo(
     lab_page: Page, tiny_yaml: Path, real_voc: Path
 ):
     page, photo = lab_page, real_voc / "JPEGImages" / "000002.jpg"  # a train at a station
-    run_all_cells(page)
+    open_restart_dialog(page)
+    run_all_cells(page)  # dismisses the dialog first, as it would one a slow machine opened
     app = page.locator(".jp-OutputArea-output .widget-tab")
     chart, image = app.locator(".vocproj-chart"), app.locator(".vocproj-predict-image")
     page.get_by_role("tab", name="Predict Image").click()
