@@ -28,6 +28,7 @@ from vocproj.layouts import (
 from exports import (
     CLASSES,
     LABELMAP_ORDER,
+    RELABEL,
     Faults,
     Truth,
     write_cvat_export,
@@ -37,7 +38,6 @@ from exports import (
 )
 
 WRITERS = [write_cvat_export, write_labelimg_export, write_roboflow_export]
-MAPPING = {"cat": "pet", "dog": "pet", "car": "vehicle", "bus": "vehicle", "person": "person"}
 
 
 def assert_read_as_written(export: Export, truth: Truth) -> None:
@@ -371,7 +371,7 @@ def test_describe_export_counts_and_warns(tmp_path: Path) -> None:
 def test_real_photos_relabelled_count_as_their_original_xml_says(
     tmp_path: Path, real_voc: Path
 ) -> None:
-    truth = write_relabelled_real_export(tmp_path / "real", real_voc, MAPPING, n=300)
+    truth = write_relabelled_real_export(tmp_path / "real", real_voc, RELABEL, n=300)
     export = scan_export(tmp_path / "real")
     assert export.layout == "flat"
     classes = resolve_classes("dataset", export)
@@ -385,8 +385,8 @@ def test_real_photos_relabelled_count_as_their_original_xml_says(
         flags: dict[str, list[bool]] = {}
         for obj in root.findall("object"):
             name = obj.findtext("name").strip()
-            if name in MAPPING:
-                flags.setdefault(MAPPING[name], []).append(obj.findtext("difficult") == "1")
+            if name in RELABEL:
+                flags.setdefault(RELABEL[name], []).append(obj.findtext("difficult") == "1")
         present.update(cls for cls, fl in flags.items() if not all(fl))
         difficult_only.update(cls for cls, fl in flags.items() if all(fl))
     for c, name in enumerate(classes):

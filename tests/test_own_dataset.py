@@ -34,6 +34,7 @@ from vocproj.browser import build_browser
 from vocproj.config import load_profile
 
 from exports import (
+    RELABEL,
     Faults,
     Truth,
     write_cvat_export,
@@ -49,7 +50,6 @@ WRITERS = {
     "labelimg": (write_labelimg_export, "flat"),
     "roboflow": (write_roboflow_export, "roboflow"),
 }
-RELABEL = {"cat": "pet", "dog": "pet", "car": "vehicle", "bus": "vehicle", "person": "person"}
 
 
 @pytest.fixture(scope="module")

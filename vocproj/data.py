@@ -23,8 +23,11 @@ from vocproj.voc import CLASSES, LabelledSplit, VOCClassification, check_voc_roo
 
 def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
     """Generate, find or fetch the profile's data if needed; record and return what it is."""
-    data_dir = fetch_data(profile, progress=progress)
-    export = scan_export(profile) if profile.settings.data.source == "export" else None
+    if profile.settings.data.source == "export":  # read in place: scanned once, here
+        export = scan_export(profile)
+        data_dir = export.folder
+    else:
+        export, data_dir = None, fetch_data(profile, progress=progress)
     classes = run_classes(profile, export)
     splits = [read_split(profile, name, classes, export) for name in split_names(profile)]
     for warning in layouts.class_warnings(splits):
@@ -47,10 +50,8 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
 
 
 def fetch_data(profile: Profile, *, progress: bool = True) -> Path:
-    """Generate, find or fetch the profile's data if needed; return the folder read."""
+    """Generate, find or fetch a VOC source's data if needed; return its devkit tree."""
     data = profile.settings.data
-    if data.source == "export":
-        return scan_export(profile).folder
     if data.source == "sample":
         from vocproj.sample import write_sample_dataset
 
