@@ -27,23 +27,21 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from vocproj.artifacts import RunFiles
 from vocproj.browser import (
-    NOT_IDENTIFIED,
     BrowserApp,
     Classifier,
     TopEntry,
     build_browser,
     gradcam_map,
-    labels_at_threshold,
     predict_probabilities,
-    threshold_vector,
     top50_options,
 )
 from vocproj.config import PARAMS_DIR, PROJECT_DIR, Profile, load_profile
 from vocproj.evaluate import evaluate
+from vocproj.images import IMAGENET
 from vocproj.metrics import load_scores
 from vocproj.model import build_model
+from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
 from vocproj.train import train_phases
-from vocproj.transforms import IMAGENET
 from vocproj.voc import CLASSES, read_labels
 
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}

@@ -23,14 +23,10 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from test_browser import NOTEBOOK, trained_tiny_project
 
-from vocproj.browser import (
-    NOT_IDENTIFIED,
-    decode_image,
-    labels_at_threshold,
-    load_classifier,
-    predict_probabilities,
-)
+from vocproj.browser import load_classifier, predict_probabilities
 from vocproj.config import Profile, load_profile
+from vocproj.images import decode_image
+from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
 from vocproj.voc import CLASSES, read_labels
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -14,8 +14,9 @@ from PIL import Image
 from vocproj import efficientnet_lite
 from vocproj.browser import Classifier, gradcam_map
 from vocproj.errors import CheckpointError
+from vocproj.images import SYMMETRIC
 from vocproj.model import build_model, input_normalisation
-from vocproj.transforms import SYMMETRIC, build_transform
+from vocproj.transforms import build_transform
 from vocproj.voc import CLASSES, read_labels
 
 IMAGENET_CATEGORIES: list[str] = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta[

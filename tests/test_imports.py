@@ -1,5 +1,6 @@
 """The arrows between modules run one way: import-linter's layers contract in pyproject.toml
-holds for vocproj, and breaks when a lower room imports a higher one (metrics → plots)."""
+holds for vocproj, and breaks when a lower room imports a higher one (metrics → plots); its
+forbidden contract keeps torch off the ONNX prediction path (broken when images.py imports it)."""
 
 from __future__ import annotations
 
@@ -31,18 +32,30 @@ def lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
 def test_the_package_keeps_its_layers():
     result = lint_imports(PROJECT_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def copy_with_import(tmp_path: Path, module: str, statement: str) -> Path:
+    """A copy of the package and its contracts in which `module` also runs `statement`."""
+    shutil.copytree(PROJECT_DIR / "vocproj", tmp_path / "vocproj")
+    shutil.copy(PROJECT_DIR / "pyproject.toml", tmp_path)
+    path = tmp_path / "vocproj" / f"{module}.py"
+    path.write_text(path.read_text() + f"\n{statement}  # noqa: E402\n")
+    return tmp_path
 
 
 def test_numbers_importing_pictures_breaks_the_contract(tmp_path: Path):
-    shutil.copytree(PROJECT_DIR / "vocproj", tmp_path / "vocproj")
-    shutil.copy(PROJECT_DIR / "pyproject.toml", tmp_path)
-    metrics = tmp_path / "vocproj" / "metrics.py"
-    metrics.write_text(metrics.read_text() + "\nfrom vocproj import plots  # noqa: E402\n")
-    result = lint_imports(tmp_path)
+    result = lint_imports(copy_with_import(tmp_path, "metrics", "from vocproj import plots"))
     assert result.returncode != 0
-    assert "0 kept, 1 broken" in result.stdout
+    assert "1 kept, 1 broken" in result.stdout
     assert "vocproj.metrics -> vocproj.plots" in result.stdout
+
+
+def test_torch_on_the_onnx_path_breaks_the_contract(tmp_path: Path):
+    result = lint_imports(copy_with_import(tmp_path, "images", "import torch"))
+    assert result.returncode != 0
+    assert "1 kept, 1 broken" in result.stdout
+    assert "vocproj.images -> torch" in result.stdout
 
 
 def test_every_module_has_its_layer():

@@ -37,14 +37,10 @@ from test_browser_ui import (
 from test_browser_ui import browser as browser  # fixture: one headless Chromium per module
 from test_browser_ui import tiny_yaml as tiny_yaml  # fixture: the tiny trained profile's YAML
 
-from vocproj.browser import (
-    NOT_IDENTIFIED,
-    decode_image,
-    labels_at_threshold,
-    load_classifier,
-    predict_probabilities,
-)
+from vocproj.browser import load_classifier, predict_probabilities
 from vocproj.config import PROJECT_DIR, Profile, load_profile
+from vocproj.images import decode_image
+from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
 from vocproj.voc import CLASSES
 
 START_S = 120  # JupyterLab imports its server extensions: a while on a busy 2-core machine

@@ -35,8 +35,8 @@ from vocproj.artifacts import (
 )
 from vocproj.config import PROJECT_DIR, Profile, load_profile, profile_from_mapping
 from vocproj.errors import VocprojError
+from vocproj.images import IMAGENET
 from vocproj.metrics import Scores, compute_metrics
-from vocproj.transforms import IMAGENET
 from vocproj.voc import CLASSES
 
 BOAT = CLASSES.index("boat")

@@ -9,6 +9,11 @@ python -m vocproj data --profile voc2012
 python -m vocproj init-profile DATA_DIR --name NAME
 python -m vocproj probe --profile voc2007-real
 python -m vocproj report --profile sample
+python -m vocproj predict PATH... (--profile P | --checkpoint FILE | --onnx FILE)
+python -m vocproj export --profile P --format onnx [--out FILE]
+
+Nothing is imported at the top but what every command needs, so that `predict --onnx` runs
+without PyTorch (a service with onnxruntime, numpy and Pillow).
 """
 
 from __future__ import annotations
@@ -17,17 +22,20 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from vocproj.errors import VocprojError
-from vocproj.sample import DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from vocproj.predict import Engine, Failure, Inputs, ModelCard, Prediction
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from vocproj.sample import write_sample_dataset
 
-    root = write_sample_dataset(
-        args.out, seed=args.seed, n_train=args.train, n_val=args.val, progress=True
-    )
+    sizes = {"seed": args.seed, "n_train": args.train, "n_val": args.val}
+    given = {name: value for name, value in sizes.items() if value is not None}
+    root = write_sample_dataset(args.out, **given, progress=True)
     print(f"sample dataset ready at {root}")
 
 
@@ -141,15 +149,113 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(load_profile(args.profile))}")
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Exit code 1 when any file could not be predicted (the others are)."""
+    from vocproj.predict import (
+        IMAGE_SUFFIXES,
+        Failure,
+        check_output_path,
+        choose_thresholds,
+        find_images,
+        predict_files,
+        write_predictions,
+    )
+
+    check_output_path(args.out)
+    engine, card, engine_name = prediction_model(args)
+    thresholds = choose_thresholds(card, args.threshold, args.per_class)
+    inputs = find_images(args.paths)
+    if not inputs.files:
+        raise VocprojError(
+            f"nothing to predict: no image file in {', '.join(args.paths)} "
+            f"(folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))})."
+        )
+    started = time.perf_counter()
+    results: list[Prediction | Failure] = []
+    try:
+        for result in predict_files(
+            inputs.files, engine, card, thresholds, args.batch_size, not args.no_progress
+        ):
+            results.append(result)
+    except KeyboardInterrupt:
+        if args.out is not None and results:
+            write_predictions(args.out, results, card, thresholds)
+            print(f"the {len(results)} files done so far are in {args.out}", file=sys.stderr)
+        raise
+    seconds = time.perf_counter() - started
+    print_predictions(results, card, inputs, thresholds.rule, f"{engine_name}, {seconds:.1f} s")
+    if args.out is not None:
+        write_predictions(args.out, results, card, thresholds)
+        print(f"wrote {args.out}")
+    failed = any(isinstance(result, Failure) for result in results)
+    return 1 if failed or inputs.unmatched else 0
+
+
+def prediction_model(args: argparse.Namespace) -> tuple[Engine, ModelCard, str]:
+    """(engine, card, engine description) of --onnx, --checkpoint or --profile."""
+    if args.onnx is not None:
+        from vocproj.onnx_model import load_onnx_model
+
+        return (*load_onnx_model(args.onnx), "ONNX Runtime")
+    from vocproj.deploy import checkpoint_model, run_model, torch_engine
+
+    if args.checkpoint is not None:
+        model, card = checkpoint_model(args.checkpoint, args.metrics)
+    else:
+        from vocproj.config import load_profile
+
+        model, card = run_model(load_profile(args.profile))
+    return torch_engine(model), card, "PyTorch"
+
+
+def print_predictions(
+    results: list[Prediction | Failure], card: ModelCard, inputs: Inputs, rule: str, how: str
+) -> None:
+    """The table of files and labels, what was skipped, and a summary line."""
+    from vocproj.predict import Failure, table_line
+
+    width = min(60, max(len(r.file) for r in results))
+    for result in results:
+        print(table_line(result, card.classes, width))
+    for argument in inputs.unmatched:
+        print(f"{argument:<{width}}  FAILED: no such file or folder, and no file matches it")
+    if inputs.left_out:
+        names = ", ".join(str(path) for path in inputs.left_out[:5])
+        more = f" and {len(inputs.left_out) - 5} more" if len(inputs.left_out) > 5 else ""
+        print(f"left out {len(inputs.left_out)} file(s) that are not images by name: {names}{more}")
+    failed = sum(isinstance(r, Failure) for r in results)
+    predicted = len(results) - failed
+    print(
+        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}); "
+        f"{failed + len(inputs.unmatched)} failed; labels at threshold {rule}"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.deploy import PARITY_TOLERANCE, export_run
+
+    exported = export_run(load_profile(args.profile), args.out)
+    card, size = exported.card, exported.card.image_size
+    megabytes = exported.path.stat().st_size / 1e6
+    print(
+        f"exported {card.source} to {exported.path} ({megabytes:.1f} MB): input images "
+        f"[batch, 3, {size}, {size}] float32, output probabilities [batch, {len(card.classes)}] "
+        f"(sigmoid inside); metadata: classes, thresholds, image size, normalisation. On "
+        f"{exported.images} val photos its probabilities differ from PyTorch's by at most "
+        f"{exported.largest_difference:.1e} (allowed {PARITY_TOLERANCE:g})."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vocproj", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample", help="write the synthetic VOC-format sample dataset")
     sample.add_argument("--out", required=True, help="folder to hold VOCdevkit/VOC2012")
-    sample.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    sample.add_argument("--train", type=int, default=DEFAULT_N_TRAIN, help="train images")
-    sample.add_argument("--val", type=int, default=DEFAULT_N_VAL, help="val images")
+    sample.add_argument("--seed", type=int, help="random seed (default 0)")
+    sample.add_argument("--train", type=int, help="train images (default 300)")
+    sample.add_argument("--val", type=int, help="val images (default 200)")
     sample.set_defaults(run=cmd_sample)
 
     download = commands.add_parser("download", help="fetch, verify and extract a VOC dataset")
@@ -234,14 +340,39 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write reports/<profile>/REPORT.md from the run")
     report.add_argument("--profile", default="sample", help="profile name or YAML path")
     report.set_defaults(run=cmd_report)
+
+    predict = commands.add_parser(
+        "predict", help="label image files, folders (recursively) and globs with a trained model"
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, globs")
+    model = predict.add_mutually_exclusive_group(required=True)
+    model.add_argument("--profile", help="the profile whose best model and thresholds to use")
+    model.add_argument("--checkpoint", help="a vocproj checkpoint file (its thresholds: --metrics)")
+    model.add_argument("--onnx", help="a model written by `export` (runs without PyTorch)")
+    predict.add_argument("--metrics", help="with --checkpoint: the metrics.json of its run")
+    chosen = predict.add_mutually_exclusive_group()
+    chosen.add_argument("--threshold", type=float, help="one threshold for every class")
+    chosen.add_argument(
+        "--per-class", action="store_true", help="each class's own F1-best threshold of the run"
+    )
+    predict.add_argument("--out", help="also write every probability to FILE.json or FILE.csv")
+    predict.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(run=cmd_predict)
+
+    export = commands.add_parser("export", help="export a run's best model (ONNX)")
+    export.add_argument("--profile", default="sample", help="profile name or YAML path")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only one)")
+    export.add_argument("--out", help="the model file (default runs/<profile>/model.onnx)")
+    export.set_defaults(run=cmd_export)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], None] = args.run
+    run: Callable[[argparse.Namespace], int | None] = args.run
     try:
-        run(args)
+        code = run(args)
     except VocprojError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -249,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished work is kept; run the same command again to resume.",
               file=sys.stderr)  # fmt: skip
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
         phase<N>/last.pt, best.pt
         history.csv              every epoch of every phase so far
         scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics.py)
+        model.onnx               `python -m vocproj export`'s model (vocproj/deploy.py)
     reports/<profile>/
         metrics.json, top50.json, probe.json, dataset.json, environment.json, REPORT.md
         figures/*.png            the names below
@@ -22,10 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from vocproj.config import Profile
-from vocproj.errors import VocprojError
+from vocproj.errors import ScoresError, VocprojError
+from vocproj.images import Normalisation
 from vocproj.io import atomic_write_json
-from vocproj.transforms import Normalisation
 
 RECORD_FILE = "run.json"
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
@@ -39,6 +42,8 @@ PROBE_FILE = "probe.json"
 DATASET_FILE = "dataset.json"
 ENVIRONMENT_FILE = "environment.json"
 REPORT_FILE = "REPORT.md"
+ONNX_FILE = "model.onnx"
+EVALUATION_NOTEBOOK = "notebooks/04_evaluation.ipynb"
 FIGURES_DIR = "figures"
 EXECUTED_NOTEBOOKS_DIR = "notebooks"
 
@@ -119,6 +124,10 @@ class RunFiles:
         return self.run_dir / f"scores_{split}.npz"
 
     @property
+    def onnx(self) -> Path:
+        return self.run_dir / ONNX_FILE
+
+    @property
     def metrics(self) -> Path:
         return self.report_dir / METRICS_FILE
 
@@ -192,3 +201,51 @@ def read_record(files: RunFiles) -> RunRecord:
         raise RunRecordError(f"the run's record {path} is missing; {fix}.") from None
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise RunRecordError(f"the run's record {path} is unreadable ({err}); {fix}.") from None
+
+
+class _BestThreshold(BaseModel):
+    threshold: float
+
+
+class ChosenThresholds(BaseModel):
+    """The part of metrics.json that labels images: its classes and the thresholds chosen."""
+
+    classes: list[str]
+    best_threshold_f1: _BestThreshold | None
+    per_class_thresholds: dict[str, float | None]
+
+    @property
+    def threshold(self) -> float | None:
+        """The F1-best global threshold (None when no threshold gave a positive F1)."""
+        return None if self.best_threshold_f1 is None else self.best_threshold_f1.threshold
+
+
+def read_report_json(path: Path, profile: str) -> Any:
+    """metrics.json or top50.json; missing or unreadable, a ScoresError that names notebook 04."""
+    if not path.is_file():
+        raise ScoresError(
+            f"No evaluation results yet: {path} not found. Run {EVALUATION_NOTEBOOK} first "
+            f"(or `python -m vocproj evaluate --profile {profile}`)."
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ScoresError(f"{path} cannot be read ({err}); rerun {EVALUATION_NOTEBOOK}.") from None
+
+
+def invalid_report(path: Path, err: ValidationError) -> ScoresError:
+    """A ScoresError saying where `path` differs from what notebook 04 writes."""
+    problem = err.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"])
+    return ScoresError(
+        f"{path} is not what {EVALUATION_NOTEBOOK} writes "
+        f"({where}: {problem['msg']}); rerun {EVALUATION_NOTEBOOK}."
+    )
+
+
+def read_chosen_thresholds(path: Path, profile: str) -> ChosenThresholds:
+    """The class list and thresholds of a metrics.json."""
+    try:
+        return ChosenThresholds.model_validate(read_report_json(path, profile))
+    except ValidationError as err:
+        raise invalid_report(path, err) from None

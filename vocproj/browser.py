@@ -8,50 +8,54 @@ a Grad-CAM heatmap (pytorch-grad-cam on the backbone's last convolutional block)
 It reads what earlier stages wrote: the best checkpoint (`runs/<profile>/phase3/best.pt`),
 `reports/<profile>/metrics.json` and `top50.json`, and the validation images and labels.
 
-The plain-Python core (decoding an upload, predicting, labels at a threshold, top-50 option
-labels, the heatmap overlay, the probability chart) is kept apart from the widget wiring in
-`BrowserApp`. The app never raises into the notebook: every problem becomes one line of text
-in the tab where it happened, and the app stays usable.
+An upload is decoded and preprocessed as `python -m vocproj predict` does it (vocproj/images.py),
+and labelled by the same threshold rules (vocproj/predict.py). The plain-Python core
+(predicting, top-50 option labels, the heatmap overlay, the probability chart) is kept apart
+from the widget wiring in `BrowserApp`. The app never raises into the notebook: every problem
+becomes one line of text in the tab where it happened, and the app stays usable.
 """
 
 from __future__ import annotations
 
 import html
 import io
-import json
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import ipywidgets as widgets
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageEnhance
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from vocproj.artifacts import RunFiles, read_record
+from vocproj.artifacts import (
+    EVALUATION_NOTEBOOK,
+    RunFiles,
+    invalid_report,
+    read_chosen_thresholds,
+    read_record,
+    read_report_json,
+)
 from vocproj.config import Profile
 from vocproj.data import read_split
 from vocproj.errors import CheckpointError, ScoresError, VocprojError
+from vocproj.images import Normalisation, decode_image, model_input
 from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
 from vocproj.plots import probability_chart_png
-from vocproj.transforms import Normalisation, build_transform
+from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
 from vocproj.voc import describe_classes, open_rgb
 
 CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
-EVALUATION_NOTEBOOK = "notebooks/04_evaluation.ipynb"
 DEFAULT_THRESHOLD = 0.5  # used only until notebook 04 has chosen one
 DISPLAY_SIZE = 384  # longest side of a shown image, in pixels
 TOP_PREDICTION = "top prediction"
-NOT_IDENTIFIED = "Not Identified"  # the study's words when no class passes the threshold
-SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 CHIP_STYLE = 'style="font-size:14px;background:#e3ecfa;border-radius:10px;padding:2px 9px"'
 NOTICE_COLOUR, ERROR_COLOUR = "#555555", "#b00020"
 HEATMAP_CAPTION = "Grad-CAM heatmap of <b>{name}</b> on the centre crop the model sees"
@@ -63,10 +67,6 @@ GROUND_TRUTH_MARKS = {
 
 T = TypeVar("T")
 W = TypeVar("W", bound=widgets.DOMWidget)
-
-
-class ImageUploadError(VocprojError):
-    """An uploaded file is empty, not an image, truncated, corrupt or too large to open."""
 
 
 # ------------------------------------------------------------------------------ what it reads
@@ -84,8 +84,8 @@ class Classifier:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One image as the 1×3×S×S batch the network was evaluated on."""
-        transform = build_transform("eval", self.image_size, normalisation=self.normalisation)
-        return transform(image).unsqueeze(0)
+        pixels = model_input(image, self.image_size, self.normalisation)
+        return torch.from_numpy(pixels).unsqueeze(0)
 
 
 class TopEntry(BaseModel):
@@ -95,18 +95,6 @@ class TopEntry(BaseModel):
     id: str
     score: float
     label: Literal[1, 0, -1]
-
-
-class _BestThreshold(BaseModel):
-    threshold: float
-
-
-class _ChosenThresholds(BaseModel):
-    """The part of metrics.json the browser uses."""
-
-    classes: list[str]
-    best_threshold_f1: _BestThreshold | None
-    per_class_thresholds: dict[str, float | None]
 
 
 _TOP50 = TypeAdapter(dict[str, list[TopEntry]])
@@ -147,53 +135,27 @@ def load_classifier(profile: Profile) -> Classifier:
 def load_evaluation(profile: Profile) -> Evaluation:
     """metrics.json's chosen thresholds and top50.json; a missing file names notebook 04."""
     files = RunFiles.of(profile)
-    metrics = _read_report_json(profile, files.metrics)
-    top50 = _read_report_json(profile, files.top_k)
-    try:
-        chosen = _ChosenThresholds.model_validate(metrics)
-    except ValidationError as err:
-        raise _invalid_report(files.metrics, err) from None
+    chosen = read_chosen_thresholds(files.metrics, profile.profile)
+    top50 = read_report_json(files.top_k, profile.profile)
     try:
         ranked = _TOP50.validate_python(top50)
     except ValidationError as err:
-        raise _invalid_report(files.top_k, err) from None
+        raise invalid_report(files.top_k, err) from None
     classes = read_record(files).classes if files.record.is_file() else tuple(chosen.classes)
     if tuple(chosen.classes) != classes:
         raise ScoresError(
             f"{files.metrics} is for {describe_classes(chosen.classes)}, but the run has "
             f"{describe_classes(classes)} (run.json): rerun {EVALUATION_NOTEBOOK}."
         )
-    best = chosen.best_threshold_f1
     return Evaluation(
         classes=tuple(chosen.classes),
-        threshold=best.threshold if best is not None else DEFAULT_THRESHOLD,
+        threshold=chosen.threshold if chosen.threshold is not None else DEFAULT_THRESHOLD,
         per_class_thresholds=chosen.per_class_thresholds,
         top50={
             name: sorted(ranked[name], key=lambda e: e.rank)
             for name in chosen.classes
             if name in ranked
         },
-    )
-
-
-def _read_report_json(profile: Profile, path: Path) -> Any:
-    if not path.is_file():
-        raise ScoresError(
-            f"No evaluation results yet: {path} not found. Run {EVALUATION_NOTEBOOK} first "
-            f"(or `python -m vocproj evaluate --profile {profile.profile}`)."
-        )
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ScoresError(f"{path} cannot be read ({err}); rerun {EVALUATION_NOTEBOOK}.") from None
-
-
-def _invalid_report(path: Path, err: ValidationError) -> ScoresError:
-    problem = err.errors()[0]
-    where = ".".join(str(part) for part in problem["loc"])
-    return ScoresError(
-        f"{path} is not what {EVALUATION_NOTEBOOK} writes "
-        f"({where}: {problem['msg']}); rerun {EVALUATION_NOTEBOOK}."
     )
 
 
@@ -219,70 +181,11 @@ def load_ground_truth(profile: Profile, classes: tuple[str, ...]) -> GroundTruth
 # ------------------------------------------------------------------------------ the core
 
 
-def decode_image(content: bytes, name: str) -> Image.Image:
-    """An uploaded file as an upright RGB image (EXIF orientation applied, alpha on white)."""
-    if not content:
-        raise ImageUploadError(f"{name} is empty; choose an image file (JPEG, PNG, ...).")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as image:
-                image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageUploadError(
-            f"{name} is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); "
-            f"scale it down and upload it again."
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageUploadError(
-            f"{name} is not an image this app can read; choose a JPEG, PNG, GIF, BMP or WebP file."
-        ) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageUploadError(
-            f"{name} cannot be decoded ({err}); the file may be truncated or corrupt."
-        ) from None
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB: 16-bit scaled to 8-bit, transparency composited on white."""
-    if image.mode in SIXTEEN_BIT_MODES:
-        pixels = np.asarray(image, dtype=np.float64) / 257
-        image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    return image.convert("RGB")
-
-
 @torch.no_grad()
 def predict_probabilities(classifier: Classifier, image: Image.Image) -> np.ndarray:
     """The 20 class probabilities (sigmoid of the logits) of one RGB image."""
     logits = classifier.model(classifier.preprocess(image))
     return torch.sigmoid(logits)[0].numpy()
-
-
-def threshold_vector(
-    classes: Sequence[str], threshold: float, per_class: Mapping[str, float | None] | None = None
-) -> np.ndarray:
-    """One threshold per class: the per-class value where there is one, else `threshold`."""
-    chosen = per_class or {}
-    return np.array([
-        threshold if chosen.get(name) is None else chosen[name] for name in classes
-    ], dtype=float)  # fmt: skip
-
-
-def labels_at_threshold(
-    classes: Sequence[str], probabilities: np.ndarray, thresholds: float | np.ndarray
-) -> list[tuple[str, float]]:
-    """The classes with probability ≥ their threshold, as (name, probability), highest first."""
-    limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(classes),))
-    found = [
-        (name, float(p))
-        for name, p, limit in zip(classes, probabilities, limits, strict=True)
-        if p >= limit
-    ]
-    return sorted(found, key=lambda item: -item[1])
 
 
 def top50_options(entries: Sequence[TopEntry]) -> list[tuple[str, str]]:

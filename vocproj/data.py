@@ -16,8 +16,9 @@ from vocproj import layouts
 from vocproj.artifacts import RunFiles, RunRecord, write_record
 from vocproj.cache import CachedVOCClassification
 from vocproj.config import Profile
+from vocproj.images import Normalisation
 from vocproj.model import input_normalisation
-from vocproj.transforms import Normalisation, PresetName, build_transform
+from vocproj.transforms import PresetName, build_transform
 from vocproj.voc import CLASSES, LabelledSplit, VOCClassification, check_voc_root, read_devkit_split
 
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from vocproj import efficientnet_lite
 from vocproj.errors import CheckpointError
+from vocproj.images import IMAGENET, SYMMETRIC, Normalisation
 from vocproj.io import atomic_write
-from vocproj.transforms import IMAGENET, SYMMETRIC, Normalisation
 from vocproj.voc import CLASSES, describe_classes
 
 

@@ -11,23 +11,14 @@ torchvision's weights, [-1, 1] for EfficientNet-Lite's). They accept PIL images 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torchvision.transforms import v2
 
 from vocproj.config import AugmentSettings
+from vocproj.images import IMAGENET, Normalisation
 
-
-class Normalisation(NamedTuple):
-    """Per-channel mean and std that an input image in [0, 1] is normalised with."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-IMAGENET = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-SYMMETRIC = Normalisation(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # inputs in [-1, 1]
 PRESETS: tuple[str, ...] = ("resize_crop", "rotate", "jitter_flip", "eval")
 PresetName = Literal["resize_crop", "rotate", "jitter_flip", "eval"]
 

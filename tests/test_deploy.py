@@ -1,0 +1,403 @@
+"""Deployment: `predict` over files, folders and globs, `export` to ONNX, and ONNX without torch.
+
+A tiny real run (1 epoch per phase at 32 px on the small sample, fp32) is trained and evaluated
+once; its model is exported with the real command. Parity on real photos uses the real-photo
+backbone, EfficientNet-Lite0 with its ImageNet weights, at 224 px, and ResNet18.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tomllib
+import torch
+from PIL import Image
+from test_browser import converted_inputs, encoded, trained_tiny_project
+
+from vocproj.__main__ import main
+from vocproj.artifacts import RunFiles, read_record
+from vocproj.config import PROJECT_DIR, Profile, load_profile
+from vocproj.deploy import (
+    PARITY_TOLERANCE,
+    export_onnx,
+    run_model,
+    torch_engine,
+)
+from vocproj.images import decode_image, model_input, read_image
+from vocproj.metrics import load_scores
+from vocproj.model import build_model, input_normalisation
+from vocproj.onnx_model import load_onnx_model
+from vocproj.predict import (
+    ModelCard,
+    PredictError,
+    choose_thresholds,
+    find_images,
+    predict_files,
+    threshold_vector,
+)
+from vocproj.voc import CLASSES, read_devkit_split
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+    import tomli as tomllib
+
+# Imports vocproj's __main__ with every dependency of vocproj's but numpy, Pillow and onnxruntime
+# made unimportable, then runs the command line given after the list.
+WITHOUT_DEPENDENCIES = """
+import importlib.abc, runpy, sys
+blocked = set(sys.argv[1].split(","))
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"{name} is blocked: the ONNX path must not need it")
+sys.meta_path.insert(0, Blocked())
+sys.argv = ["vocproj", *sys.argv[2:]]
+runpy.run_module("vocproj", run_name="__main__")
+"""
+SERVICE_DISTRIBUTIONS = {"numpy", "pillow", "onnxruntime"}
+
+
+def vocproj(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vocproj", *args], capture_output=True, text=True, cwd=PROJECT_DIR
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> str:
+    return str(trained_tiny_project(tmp_path_factory.mktemp("deploy"), small_sample))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_yaml: str) -> Profile:
+    return load_profile(tiny_yaml)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_yaml, tiny: Profile) -> tuple[Path, str]:
+    """The tiny run exported by the command line: the model file and what the command printed."""
+    result = vocproj("export", "--profile", tiny_yaml, "--format", "onnx")
+    assert result.returncode == 0, result.stderr
+    return RunFiles.of(tiny).onnx, result.stdout
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory, real_voc: Path) -> Path:
+    """12 real val photos (two in a subfolder) with a corrupt JPEG, a text file named .jpg, a
+    README.txt and a hidden file among them."""
+    folder = tmp_path_factory.mktemp("photos")
+    photos = read_devkit_split(real_voc, "val").image_paths[:12]
+    (folder / "more").mkdir()
+    for index, path in enumerate(photos):
+        shutil.copy(path, folder / ("more" if index >= 10 else ".") / path.name)
+    (folder / "corrupt.jpg").write_bytes(photos[0].read_bytes()[:3000])
+    (folder / "not_a_photo.jpg").write_text("these are my holiday notes\n")
+    (folder / "README.txt").write_text("photos from the trip\n")
+    (folder / ".hidden.jpg").write_bytes(photos[1].read_bytes())
+    return folder
+
+
+def predictions_by_name(path: Path) -> dict[str, np.ndarray]:
+    document = json.loads(path.read_text())
+    return {
+        Path(p["file"]).name: np.array([p["probabilities"][name] for name in document["classes"]])
+        for p in document["predictions"]
+    }
+
+
+def blocked_modules() -> set[str]:
+    """The import names of vocproj's dependencies (its efficientnet extra too), but the three
+    a service has."""
+    project = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["efficientnet"]]
+    names = {req.split(">")[0].split("=")[0].split("[")[0].strip().lower() for req in requirements}
+    names -= SERVICE_DISTRIBUTIONS
+    modules = {
+        module
+        for module, distributions in importlib.metadata.packages_distributions().items()
+        if {d.lower() for d in distributions} & names and not module.startswith("_")
+    }
+    assert {"torch", "torchvision", "timm", "yaml", "pydantic", "tqdm"} <= modules
+    return modules
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_export_writes_probabilities_a_batch_axis_and_the_card(tiny: Profile, exported):
+    path, printed = exported
+    model = onnx.load(path)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    metrics = json.loads(RunFiles.of(tiny).metrics.read_text())
+    assert json.loads(metadata["classes"]) == list(read_record(RunFiles.of(tiny)).classes)
+    assert json.loads(metadata["threshold"]) == metrics["best_threshold_f1"]["threshold"]
+    assert json.loads(metadata["per_class_thresholds"]) == metrics["per_class_thresholds"]
+    assert json.loads(metadata["image_size"]) == 32
+    assert json.loads(metadata["normalisation"]) == {
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    assert metadata["profile"] == "tiny" and metadata["backbone"] == "resnet18"
+    shapes = [
+        [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in (model.graph.input[0], model.graph.output[0])
+    ]
+    assert shapes == [["batch", 3, 32, 32], ["batch", 20]]
+    assert model.graph.node[-1].op_type == "Sigmoid", "the sigmoid is inside the graph"
+    assert f"to {path}" in printed and "val photos" in printed
+    assert float(printed.split("by at most ")[1].split()[0]) <= PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
+def test_onnx_probabilities_equal_pytorchs_on_real_photos(tmp_path, real_voc, backbone):
+    torch.manual_seed(0)
+    weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
+    model = build_model(backbone, weights, len(CLASSES)).eval()
+    card = ModelCard(CLASSES, 224, input_normalisation(backbone), 0.5, {}, "test")
+    path = export_onnx(model, card, tmp_path / "model.onnx", {})
+    onnx_engine, onnx_card = load_onnx_model(path)
+    assert onnx_card.classes == CLASSES and onnx_card.normalisation == card.normalisation
+    photos = read_devkit_split(real_voc, "val").image_paths[:24]
+    batch = np.stack([model_input(read_image(p), 224, card.normalisation) for p in photos])
+    expected = torch_engine(model)(batch)
+    assert expected.std() > 1e-3, "the probabilities vary, so equality means something"
+    difference = np.abs(onnx_engine(batch) - expected).max()
+    single = np.abs(onnx_engine(batch[:1]) - expected[:1]).max()  # batch 1 on the dynamic axis
+    print(f"{backbone}: largest |ONNX - PyTorch| over 24 real photos {difference:.2e}")
+    assert difference <= PARITY_TOLERANCE and single <= PARITY_TOLERANCE
+
+
+def test_export_refuses_a_run_that_was_not_evaluated(tiny_yaml, tiny: Profile, tmp_path: Path):
+    files = RunFiles.of(tiny)
+    metrics = files.metrics.read_bytes()
+    files.metrics.unlink()
+    try:
+        result = vocproj("export", "--profile", tiny_yaml, "--out", str(tmp_path / "m.onnx"))
+    finally:
+        files.metrics.write_bytes(metrics)
+    assert result.returncode == 2 and "No evaluation results yet" in result.stderr
+    assert "metrics.json not found" in result.stderr and not (tmp_path / "m.onnx").exists()
+
+
+# ---------------------------------------------------------------- predict
+
+
+def test_predict_with_the_run_reproduces_the_evaluations_scores(
+    tiny_yaml, tiny: Profile, tmp_path: Path
+):
+    out = tmp_path / "val.json"
+    val = read_devkit_split(tiny.voc_root, tiny.settings.data.val_split)
+    folder = val.image_paths[0].parent
+    code = main(["predict", str(folder), "--profile", tiny_yaml, "--out", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    predicted = predictions_by_name(out)
+    scores = load_scores(RunFiles.of(tiny).scores(tiny.settings.data.val_split))
+    for image_id, row in zip(scores.ids, scores.scores, strict=True):
+        np.testing.assert_allclose(predicted[f"{image_id}.jpg"], row, rtol=0, atol=1e-5)
+
+
+def test_onnx_predict_runs_without_torch_and_reports_bad_files(
+    tiny_yaml, tiny: Profile, exported, photo_folder: Path, tmp_path: Path
+):
+    onnx_out, torch_out = tmp_path / "onnx.json", tmp_path / "torch.json"
+    blocked = ",".join(sorted(blocked_modules()))
+    command = ["predict", str(photo_folder), "--onnx", str(exported[0]), "--out", str(onnx_out)]
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_DEPENDENCIES, blocked, *command, "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_DIR,
+    )
+    assert result.returncode == 1, result.stderr  # two files failed, the others were predicted
+    lines = result.stdout.splitlines()
+    failed = {line.split()[0]: line for line in lines if "FAILED:" in line}
+    assert set(failed) == {str(photo_folder / "corrupt.jpg"), str(photo_folder / "not_a_photo.jpg")}
+    assert "truncated or corrupt" in failed[str(photo_folder / "corrupt.jpg")]
+    assert "is not an image" in failed[str(photo_folder / "not_a_photo.jpg")]
+    assert any(line.startswith("left out 1 file") and "README.txt" in line for line in lines)
+    assert "predicted 12 of 14 image file(s) (ONNX Runtime" in result.stdout
+    document = json.loads(onnx_out.read_text())
+    assert [Path(f["file"]).name for f in document["failures"]] == [
+        "corrupt.jpg",
+        "not_a_photo.jpg",
+    ]
+    assert main(["predict", str(photo_folder), "--profile", tiny_yaml,
+                 "--out", str(torch_out), "--no-progress"]) == 1  # fmt: skip
+    onnx_predictions, torch_predictions = (
+        predictions_by_name(onnx_out),
+        predictions_by_name(torch_out),
+    )
+    assert len(onnx_predictions) == 12 and onnx_predictions.keys() == torch_predictions.keys()
+    for name, probabilities in onnx_predictions.items():
+        np.testing.assert_allclose(probabilities, torch_predictions[name], rtol=0, atol=1e-4)
+    threshold = document["thresholds"][CLASSES[0]]
+    for entry in document["predictions"]:
+        passed = [c for c in document["classes"] if entry["probabilities"][c] >= threshold]
+        assert sorted(entry["labels"]) == sorted(passed)
+
+
+def test_the_onnx_path_really_is_blocked_from_torch(exported, photo_folder: Path):
+    """The harness above fails a run that imports torch (so its passing means something)."""
+    code = WITHOUT_DEPENDENCIES.replace("runpy.run_module", "import torch\nrunpy.run_module")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "torch",
+            "predict",
+            str(photo_folder),
+            "--onnx",
+            str(exported[0]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "torch is blocked" in result.stderr
+
+
+def test_csv_output_and_the_three_threshold_rules(
+    tiny_yaml, tiny: Profile, photo_folder: Path, tmp_path
+):
+    model, card = run_model(tiny)
+    files = sorted((photo_folder / "more").glob("*.jpg"))
+    engine = torch_engine(model)
+    for threshold, per_class, expected in [
+        (0.3, False, np.full(20, 0.3)),
+        (None, False, np.full(20, card.threshold)),
+        (None, True, threshold_vector(card.classes, card.threshold, card.per_class_thresholds)),
+    ]:
+        chosen = choose_thresholds(card, threshold, per_class)
+        np.testing.assert_array_equal(chosen.values, expected)
+        for result in predict_files(files, engine, card, chosen, batch_size=1):
+            passed = {
+                c for c, p, t in zip(CLASSES, result.probabilities, expected, strict=True) if p >= t
+            }
+            assert {name for name, _ in result.labels} == passed
+    out = tmp_path / "more.csv"
+    assert main(["predict", str(photo_folder / "more" / "*.jpg"), "--profile", tiny_yaml,
+                 "--threshold", "0.3", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    header, *rows = [line.split(",") for line in out.read_text().splitlines()]
+    assert header == ["file", "labels", "error", *CLASSES] and len(rows) == 2
+    for row in rows:
+        probabilities = np.array(row[3:], dtype=float)
+        assert set(filter(None, row[1].split(";"))) == {
+            c for c, p in zip(CLASSES, probabilities, strict=True) if p >= 0.3
+        }
+
+
+def test_awkward_files_are_predicted_as_the_browser_decodes_them(
+    tiny: Profile, real_voc: Path, tmp_path: Path
+):
+    """EXIF-rotated, CMYK, 16-bit and transparent files: one decoder for browser and predict."""
+    model, card = run_model(tiny)
+    photo = read_image(read_devkit_split(real_voc, "val").image_paths[2])
+    cases = {name: content for name, (content, _, _) in converted_inputs(photo).items()}
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    cases["rotated.jpg"] = encoded(photo, "JPEG", quality=95, exif=exif)
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    chosen = choose_thresholds(card, 0.5, False)
+    results = list(predict_files(sorted(tmp_path.iterdir()), torch_engine(model), card, chosen))
+    assert len(results) == len(cases)
+    for result in results:
+        name = Path(result.file).name
+        image = decode_image(cases[name], name)
+        expected = torch_engine(model)(
+            model_input(image, card.image_size, card.normalisation)[None]
+        )
+        np.testing.assert_allclose(result.probabilities, expected[0], rtol=0, atol=1e-6)
+    rotated = decode_image(cases["rotated.jpg"], "rotated.jpg")
+    assert (rotated.height, rotated.width) == (photo.width, photo.height)
+
+
+def test_find_images_walks_folders_expands_globs_and_names_what_matched_nothing(photo_folder):
+    inputs = find_images([
+        str(photo_folder), str(photo_folder / "more" / "*.jpg"), str(photo_folder / "nope.jpg"),
+        str(photo_folder / "*.png"),
+    ])  # fmt: skip
+    names = [path.name for path in inputs.files]
+    assert len(names) == 14 and len(set(names)) == 14, "each file once, hidden ones ignored"
+    assert names[-2:] == sorted(p.name for p in (photo_folder / "more").iterdir())
+    assert inputs.unmatched == [str(photo_folder / "nope.jpg"), str(photo_folder / "*.png")]
+    assert [path.name for path in inputs.left_out] == ["README.txt"]
+
+
+def test_predict_errors_are_clear_and_come_before_any_work(tiny, exported, tmp_path: Path):
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(encoded(Image.new("RGB", (40, 30), "red"), "JPEG"))
+    run = RunFiles.of(tiny).final_best
+    cases = [
+        (
+            ["--onnx", str(exported[0]), "--out", str(tmp_path / "p.txt")],
+            "must end in .json or .csv",
+        ),
+        (["--checkpoint", str(run)], "comes without a chosen threshold"),
+        (["--onnx", str(tmp_path / "none.onnx")], "none.onnx not found"),
+        (["--onnx", str(photo)], "is not an ONNX model"),
+        (["--onnx", str(exported[0]), "--threshold", "1.5"], "not a probability in [0, 1]"),
+    ]
+    for options, phrase in cases:
+        result = vocproj("predict", str(photo), *options)
+        assert result.returncode == 2 and phrase in result.stderr, (options, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "p.txt").exists()
+    result = vocproj("predict", str(tmp_path / "empty_folder*"), "--onnx", str(exported[0]))
+    assert result.returncode == 2 and "nothing to predict" in result.stderr
+    metrics = RunFiles.of(tiny).metrics
+    result = vocproj("predict", str(photo), "--checkpoint", str(run), "--metrics", str(metrics))
+    assert result.returncode == 0 and result.stdout.startswith(f"{photo}  ")
+
+
+def test_an_onnx_file_without_vocproj_metadata_is_refused(tmp_path: Path):
+    card = ModelCard(CLASSES, 32, input_normalisation("resnet18"), 0.5, {}, "test")
+    model = build_model("resnet18", "none", len(CLASSES)).eval()
+    path = export_onnx(model, card, tmp_path / "plain.onnx", {})
+    stripped = onnx.load(path)
+    del stripped.metadata_props[:]
+    onnx.save(stripped, path)
+    with pytest.raises(PredictError, match="has no vocproj metadata"):
+        load_onnx_model(path)
+
+
+def test_an_interrupted_predict_keeps_the_files_done(
+    tiny_yaml, tiny, photo_folder, tmp_path, monkeypatch
+):
+    import vocproj.deploy
+
+    real_engine = vocproj.deploy.torch_engine
+
+    def engine_interrupted_on_the_second_batch(model):
+        run, calls = real_engine(model), []
+
+        def interrupted(batch):
+            calls.append(len(batch))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return run(batch)
+
+        return interrupted
+
+    monkeypatch.setattr(vocproj.deploy, "torch_engine", engine_interrupted_on_the_second_batch)
+    out = tmp_path / "partial.json"
+    code = main(["predict", str(photo_folder), "--profile", tiny_yaml, "--batch-size", "4",
+                 "--out", str(out), "--no-progress"])  # fmt: skip
+    assert code == 130
+    assert len(json.loads(out.read_text())["predictions"]) == 4
+
+
+def test_a_card_goes_through_onnx_metadata_unchanged():
+    card = ModelCard(("a", "b"), 96, input_normalisation("efficientnet_lite0"), 0.35,
+                     {"a": 0.2, "b": None}, "x.onnx")  # fmt: skip
+    assert ModelCard.from_metadata(card.to_metadata(), "x.onnx") == card

@@ -1,0 +1,114 @@
+"""Decoding a photo and making the network's input from it, with Pillow and numpy alone.
+
+One decoder serves every place a person hands vocproj a picture (the browser's upload,
+`python -m vocproj predict`, the ONNX service): `decode_image` gives an upright RGB image
+(EXIF orientation applied; CMYK, palette, grey and 16-bit converted; transparency composited
+on white) and refuses decompression bombs. `model_input` is the evaluation preprocessing
+(resize the shorter side, centre crop, scale to [0, 1], normalise) written out in numpy so that
+it runs without PyTorch; it equals torchvision's `eval` preset of vocproj/transforms.py
+(tests/test_images.py holds it to that on real photos).
+
+Nothing here imports torch: a service with onnxruntime, numpy and Pillow runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vocproj.errors import VocprojError
+
+SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class Normalisation(NamedTuple):
+    """Per-channel mean and std that an input image in [0, 1] is normalised with."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+SYMMETRIC = Normalisation(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # inputs in [-1, 1]
+
+
+class ImageDecodeError(VocprojError):
+    """A file is empty, not an image, truncated, corrupt, too large to open, or unreadable."""
+
+
+def decode_image(content: bytes, name: str) -> Image.Image:
+    """A file's bytes as an upright RGB image (EXIF orientation applied, alpha on white)."""
+    if not content:
+        raise ImageDecodeError(f"{name} is empty; choose an image file (JPEG, PNG, ...).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as image:
+                image.load()
+                return to_rgb(ImageOps.exif_transpose(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(
+            f"{name} is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); "
+            f"scale it down and try again."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(
+            f"{name} is not an image Pillow can read; use a JPEG, PNG, GIF, BMP, TIFF or WebP file."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(
+            f"{name} cannot be decoded ({err}); the file may be truncated or corrupt."
+        ) from None
+
+
+def read_image(path: str | os.PathLike[str]) -> Image.Image:
+    """`decode_image` of a file on disk; a missing or unreadable file is an ImageDecodeError."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError as err:
+        raise ImageDecodeError(f"{path} cannot be read ({err.strerror or err}).") from None
+    return decode_image(content, str(path))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: 16-bit scaled to 8-bit, transparency composited on white."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="L")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return image.convert("RGB")
+
+
+def resized_shape(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side `size` and the longer one scaled down to an integer,
+    as torchvision's Resize(size) computes it."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def resize_centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """The shorter side resized to `size` (bilinear, antialiased), then the centred square."""
+    shape = resized_shape(image.width, image.height, size)
+    if shape != image.size:
+        image = image.resize(shape, Image.Resampling.BILINEAR)
+    left = round((image.width - size) / 2.0)
+    top = round((image.height - size) / 2.0)
+    return image.crop((left, top, left + size, top + size))
+
+
+def model_input(image: Image.Image, size: int, normalisation: Normalisation) -> np.ndarray:
+    """One RGB image as the network's 3×S×S float32 input (the `eval` preset, in numpy)."""
+    pixels = np.asarray(resize_centre_crop(image, size), dtype=np.float32) * np.float32(1 / 255)
+    mean = np.asarray(normalisation.mean, dtype=np.float32)
+    std = np.asarray(normalisation.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
