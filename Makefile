@@ -33,8 +33,9 @@ clean:
 	rm -rf runs/
 
 # `make bench`: training and evaluation images/second of vocproj beside the study's
-# straightforward pipeline, on VOC-sized synthetic JPEGs at 224 px; prints a table and writes
-# reports/bench.json (under 10 minutes on 2 CPU cores). Not part of `make test`.
+# straightforward pipeline, on VOC-sized synthetic JPEGs at 224 px, and prediction with PyTorch
+# beside ONNX Runtime on real photos; prints tables and writes reports/bench.json (about 20
+# minutes on 2 CPU cores). Not part of `make test`.
 .PHONY: bench
 bench: $(INSTALLED)
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/bench.py

@@ -31,6 +31,11 @@ cache builds (`ensure_cache`, into a temporary folder) with two JPEG decoders, P
 PIL geometry; each image-per-second figure is the median of interleaved repetitions, and the
 largest pixel difference between the two decoders is recorded.
 
+Prediction (benchmarks/prediction.py): for both backbones, PyTorch eager (channels-last, as
+`predict --profile` runs it, and NCHW) beside ONNX Runtime (as `predict --onnx` runs it) on
+the first 64 val photos of the real tree: images/s at batch 32, latency at batch 1, and
+`predict_files` from JPEG files to labels.
+
 reports/bench.json holds
 
   train, eval         ResNet18's results, where they were before (= backbones.resnet18's)
@@ -40,6 +45,10 @@ reports/bench.json holds
   cache_decoding      {photos, split, size, build_processes, decode_ips: {pil, torchvision},
                       build_ips: {...}, repetitions, max_abs_difference: {decode, cache}, ...},
                       or {skipped: why} when the real photographs are not there
+  prediction          {photos, image_size, repeats, latency_calls, torch_threads, onnxruntime,
+                      backbones: {backbone: {batch32_ips, batch1_latency_ms, predict_files_ips
+                      (each {pytorch, pytorch_nchw, onnxruntime}), onnxruntime_vs_pytorch,
+                      max_abs_difference, seconds}}}, or {skipped: why}
   hardware, targets, setup
 """
 
@@ -67,6 +76,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 import vocproj.cache
+from benchmarks.prediction import prediction_results, print_prediction
 from vocproj.cache import build_processes, decode_for_cache, ensure_cache
 from vocproj.config import PARAMS_DIR, Profile, load_profile, profile_from_mapping
 from vocproj.data import open_split
@@ -115,6 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-images", type=int, default=1000,
                         help=f"photos of its {REAL_SPLIT} split to cache (0: none)")  # fmt: skip
     parser.add_argument("--decode-repeats", type=int, default=3, help="repetitions for those")
+    parser.add_argument("--predict-photos", type=int, default=64,
+                        help="real photos for the prediction rows (0: none)")  # fmt: skip
+    parser.add_argument("--predict-backbones", type=backbone_list, default=list(BACKBONES),
+                        help="comma-separated backbones for the prediction rows")  # fmt: skip
+    parser.add_argument("--latency-calls", type=int, default=20, help="batch-1 calls timed")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "reports" / "bench.json")
     return parser.parse_args(argv)
 
@@ -437,6 +452,20 @@ def print_table(result: dict[str, Any]) -> None:
     print_decoding(result["cache_decoding"])
 
 
+def prediction(args: argparse.Namespace) -> dict[str, Any]:
+    """The prediction rows on the real photos, or why they were skipped."""
+    if args.predict_photos <= 0 or not args.predict_backbones:
+        return {"skipped": "off"}
+    photos = real_photos(args.real_root, args.predict_photos)
+    if isinstance(photos, str):
+        print(f"prediction: skipped ({photos})", flush=True)
+        return {"skipped": photos}
+    paths = list(photos.labelled.image_paths[: args.predict_photos])
+    return prediction_results(
+        args.predict_backbones, paths, args.size, args.repeats, args.latency_calls
+    )
+
+
 def print_decoding(decoding: dict[str, Any]) -> None:
     if "skipped" in decoding:
         print(f"cache build on real photos: skipped ({decoding['skipped']})")
@@ -466,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         decoding: dict[str, Any] = {"skipped": photos}
     else:
         decoding = cache_decoding(photos, args.size, args.decode_repeats)
+    predicted = prediction(args)
     backbones: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vocproj-bench-") as tmp:
         profile = bench_profile(Path(tmp), args.size)
@@ -491,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         **earlier,
         "backbones": backbones,
         "cache_decoding": decoding,
+        "prediction": predicted,
         "hardware": hardware(vocproj),
         "targets": TARGETS,
         "setup": {
@@ -512,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_json(args.out, result)
     print_table(result)
+    print_prediction(predicted)
     print(f"written to {args.out} in {result['setup']['seconds']:.0f} s")
     return 0
 
