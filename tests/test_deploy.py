@@ -176,16 +176,17 @@ def test_onnx_probabilities_equal_pytorchs_on_real_photos(tmp_path, real_voc, ba
     assert difference <= PARITY_TOLERANCE and single <= PARITY_TOLERANCE
 
 
-def test_export_refuses_a_run_that_was_not_evaluated(tiny_yaml, tiny: Profile, tmp_path: Path):
+def test_export_refuses_a_run_that_was_not_evaluated(tiny_yaml, tiny, tmp_path: Path, capsys):
     files = RunFiles.of(tiny)
     metrics = files.metrics.read_bytes()
     files.metrics.unlink()
     try:
-        result = vocproj("export", "--profile", tiny_yaml, "--out", str(tmp_path / "m.onnx"))
+        code = main(["export", "--profile", tiny_yaml, "--out", str(tmp_path / "m.onnx")])
     finally:
         files.metrics.write_bytes(metrics)
-    assert result.returncode == 2 and "No evaluation results yet" in result.stderr
-    assert "metrics.json not found" in result.stderr and not (tmp_path / "m.onnx").exists()
+    stderr = capsys.readouterr().err
+    assert code == 2 and "No evaluation results yet" in stderr
+    assert "metrics.json not found" in stderr and not (tmp_path / "m.onnx").exists()
 
 
 # ---------------------------------------------------------------- predict
@@ -334,7 +335,8 @@ def test_find_images_walks_folders_expands_globs_and_names_what_matched_nothing(
     assert [path.name for path in inputs.left_out] == ["README.txt"]
 
 
-def test_predict_errors_are_clear_and_come_before_any_work(tiny, exported, tmp_path: Path):
+def test_predict_errors_are_clear_and_come_before_any_work(tiny, exported, tmp_path, capsys):
+    """In-process (main() is what `python -m vocproj` runs; test_cli.py runs the subprocesses)."""
     photo = tmp_path / "a.jpg"
     photo.write_bytes(encoded(Image.new("RGB", (40, 30), "red"), "JPEG"))
     run = RunFiles.of(tiny).final_best
@@ -349,15 +351,15 @@ def test_predict_errors_are_clear_and_come_before_any_work(tiny, exported, tmp_p
         (["--onnx", str(exported[0]), "--threshold", "1.5"], "not a probability in [0, 1]"),
     ]
     for options, phrase in cases:
-        result = vocproj("predict", str(photo), *options)
-        assert result.returncode == 2 and phrase in result.stderr, (options, result.stderr)
-        assert "Traceback" not in result.stderr
+        code = main(["predict", str(photo), *options])
+        stderr = capsys.readouterr().err
+        assert code == 2 and stderr.startswith("error: ") and phrase in stderr, (options, stderr)
     assert not (tmp_path / "p.txt").exists()
-    result = vocproj("predict", str(tmp_path / "empty_folder*"), "--onnx", str(exported[0]))
-    assert result.returncode == 2 and "nothing to predict" in result.stderr
+    assert main(["predict", str(tmp_path / "empty_folder*"), "--onnx", str(exported[0])]) == 2
+    assert "nothing to predict" in capsys.readouterr().err
     metrics = RunFiles.of(tiny).metrics
-    result = vocproj("predict", str(photo), "--checkpoint", str(run), "--metrics", str(metrics))
-    assert result.returncode == 0 and result.stdout.startswith(f"{photo}  ")
+    code = main(["predict", str(photo), "--checkpoint", str(run), "--metrics", str(metrics)])
+    assert code == 0 and capsys.readouterr().out.startswith(f"{photo}  ")
 
 
 def test_an_onnx_file_without_vocproj_metadata_is_refused(tmp_path: Path):
