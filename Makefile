@@ -34,7 +34,7 @@ clean:
 
 # `make bench`: training and evaluation images/second of vocproj beside the study's
 # straightforward pipeline, on VOC-sized synthetic JPEGs at 224 px, and prediction with PyTorch
-# beside ONNX Runtime on real photos; prints tables and writes reports/bench.json (about 20
+# beside ONNX Runtime on real photos; prints tables and writes reports/bench.json (about 16
 # minutes on 2 CPU cores). Not part of `make test`.
 .PHONY: bench
 bench: $(INSTALLED)

@@ -189,6 +189,23 @@ def test_export_refuses_a_run_that_was_not_evaluated(tiny_yaml, tiny, tmp_path: 
     assert "metrics.json not found" in stderr and not (tmp_path / "m.onnx").exists()
 
 
+def test_an_export_that_differs_from_pytorch_is_refused_and_the_old_file_kept(
+    tiny, exported, monkeypatch
+):
+    import vocproj.deploy
+
+    path, _ = exported
+    before = path.read_bytes()
+    real_engine = vocproj.deploy.torch_engine
+    monkeypatch.setattr(  # as if the exported graph had lost its sigmoid's precision
+        vocproj.deploy, "torch_engine", lambda model: lambda b: real_engine(model)(b) + 2e-4
+    )
+    with pytest.raises(vocproj.deploy.ExportError, match=r"differ from PyTorch's by up to 2\.0"):
+        vocproj.deploy.export_run(tiny)
+    assert path.read_bytes() == before, "the earlier export is left as it was"
+    assert sorted(p.name for p in path.parent.glob(f".{path.name}*")) == [], "no temporary left"
+
+
 # ---------------------------------------------------------------- predict
 
 

@@ -134,7 +134,7 @@ class WithSigmoid(nn.Module):
 def export_onnx(
     model: nn.Module, card: ModelCard, out: str | os.PathLike[str], extra: dict[str, str]
 ) -> Path:
-    """Write `model` with the sigmoid inside and `card` in its metadata to `out` (atomically)."""
+    """Write `model` with the sigmoid inside and `card` (and `extra`) in its metadata to `out`."""
     example = torch.zeros(2, 3, card.image_size, card.image_size)  # 2: keep the batch axis free
     program = torch.onnx.export(
         WithSigmoid(model).eval(),
@@ -148,10 +148,8 @@ def export_onnx(
     program.model.metadata_props.update({**card.to_metadata(), **extra})
     program.model.producer_name = "vocproj"
     program.model.producer_version = vocproj.__version__
-    target = Path(out)
-    with atomic_path(target) as tmp:
-        program.save(tmp, external_data=False)
-    return target
+    program.save(out, external_data=False)  # one file: the weights inside
+    return Path(out)
 
 
 def largest_difference(engine_a: Engine, engine_b: Engine, batch: np.ndarray) -> float:
@@ -178,18 +176,19 @@ def export_run(profile: Profile, out: str | os.PathLike[str] | None = None) -> E
         "backbone": profile.settings.model.backbone,
         "checkpoint": card.source,
     }
-    export_onnx(model, card, target, extra)
     val = read_split(profile, profile.settings.data.val_split, card.classes)
     batch = parity_batch(val.image_paths[:PARITY_IMAGES], card)
-    onnx_engine, _ = load_onnx_model(target)
-    difference = largest_difference(torch_engine(model), onnx_engine, batch)
-    if difference > PARITY_TOLERANCE:
-        target.unlink()
-        raise ExportError(
-            f"the exported model's probabilities differ from PyTorch's by up to {difference:.2e} "
-            f"on {len(batch)} val photos (allowed {PARITY_TOLERANCE:g}); {target} was removed. "
-            f"Report this with the backbone ({profile.settings.model.backbone}) and versions."
-        )
+    with atomic_path(target) as tmp:  # replaces `target` only once the check has passed
+        export_onnx(model, card, tmp, extra)
+        onnx_engine, _ = load_onnx_model(tmp)
+        difference = largest_difference(torch_engine(model), onnx_engine, batch)
+        if difference > PARITY_TOLERANCE:
+            raise ExportError(
+                f"the exported model's probabilities differ from PyTorch's by up to "
+                f"{difference:.2e} on {len(batch)} val photos (allowed {PARITY_TOLERANCE:g}), so "
+                f"{target} was not written. Report this with the backbone "
+                f"({profile.settings.model.backbone}) and the torch and onnxruntime versions."
+            )
     return Export(target, card, difference, len(batch))
 
 
