@@ -234,7 +234,7 @@ def test_predict_tab_upload_threshold_heatmap_and_bad_file(
     notes.write_text("not an image\n")
     choose_file(page, notes)
     expect(page.locator(".vocproj-predict-message")).to_contain_text(
-        "notes.txt is not an image this app can read"
+        "notes.txt is not an image Pillow can read"
     )
     screenshot(page, tmp_path, "predict_image_bad_file.png")
     choose_file(page, photo)
