@@ -19,12 +19,14 @@ without PyTorch (a service with onnxruntime, numpy and Pillow).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from vocproj.errors import VocprojError
+from vocproj.images import TTA_MODES
 
 if TYPE_CHECKING:
     from vocproj.predict import Engine, Failure, Inputs, ModelCard, Prediction
@@ -163,6 +165,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_output_path(args.out)
     engine, card, engine_name = prediction_model(args)
+    if args.tta is not None:
+        card = dataclasses.replace(card, tta=args.tta)
     thresholds = choose_thresholds(card, args.threshold, args.per_class)
     inputs = find_images(args.paths)
     if not inputs.files:
@@ -226,7 +230,8 @@ def print_predictions(
     failed = sum(isinstance(r, Failure) for r in results)
     predicted = len(results) - failed
     print(
-        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}); "
+        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}"
+        f"{'' if card.tta == 'none' else ', test-time augmentation ' + card.tta}); "
         f"{failed + len(inputs.unmatched)} failed; labels at threshold {rule}"
     )
 
@@ -357,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", help="also write every probability to FILE.json or FILE.csv")
     predict.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
+    predict.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation (default: the run's evaluate.tta, or the ONNX model's)",
+    )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(run=cmd_predict)
 
