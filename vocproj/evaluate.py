@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vocproj.artifacts import RunFiles
+from vocproj.calibration import write_calibration
 from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data, read_split
 from vocproj.images import TTA_VIEWS, Normalisation, model_views
@@ -124,9 +125,12 @@ def score_split(
 
 
 def evaluate(profile: Profile, split: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score the split, then write metrics.json and top50.json; return the metrics."""
+    """Score the split, then write metrics.json, top50.json, mistakes.json and
+    calibration.json; return the metrics."""
     path = score_split(profile, split, progress)
-    return write_metrics(path, profile.report_dir)
+    metrics = write_metrics(path, profile.report_dir)
+    write_calibration(path, profile.report_dir, seed=profile.settings.seed)
+    return metrics
 
 
 def compare_tta(
