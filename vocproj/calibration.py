@@ -55,7 +55,7 @@ from scipy.special import expit
 from vocproj.artifacts import CALIBRATION_FILE
 from vocproj.errors import ScoresError, VocprojError
 from vocproj.io import atomic_write_json
-from vocproj.metrics import DIFFICULT, Scores, _json_float, load_scores, nanmean, split_halves
+from vocproj.metrics import DIFFICULT, Scores, json_float, load_scores, nanmean, split_halves
 
 SCHEMA_VERSION = 1
 DEFAULT_BINS = 15
@@ -349,17 +349,17 @@ def write_calibration(
 def _pooled_json(calibration: Calibration) -> dict[str, Any]:
     return {
         "n": calibration.pooled.n,
-        "ece": _json_float(calibration.pooled.ece),
-        "nll": _json_float(calibration.pooled_nll),
-        "macro_ece": _json_float(calibration.macro_ece),
+        "ece": json_float(calibration.pooled.ece),
+        "nll": json_float(calibration.pooled_nll),
+        "macro_ece": json_float(calibration.macro_ece),
         "bins": bins_json(calibration.pooled),
     }
 
 
 def _class_json(calibration: Calibration, c: int) -> dict[str, Any]:
     return {
-        "ece": _json_float(calibration.per_class[c].ece),
-        "nll": _json_float(calibration.class_nll[c]),
+        "ece": json_float(calibration.per_class[c].ece),
+        "nll": json_float(calibration.class_nll[c]),
         "bins": bins_json(calibration.per_class[c]),
     }
 
@@ -371,8 +371,8 @@ def bins_json(reliability: Reliability) -> list[dict[str, Any]]:
             "lower": float(reliability.edges[b]),
             "upper": float(reliability.edges[b + 1]),
             "count": int(reliability.count[b]),
-            "mean_probability": _json_float(reliability.mean_probability[b]),
-            "frequency": _json_float(reliability.frequency[b]),
+            "mean_probability": json_float(reliability.mean_probability[b]),
+            "frequency": json_float(reliability.frequency[b]),
         }
         for b in range(reliability.count.size)
     ]
@@ -408,7 +408,7 @@ def _held_out_json(
     """{measure: {variant: mean over the folds}}, NaN folds left out."""
     return {
         key: {
-            variant: _json_float(nanmean([measure(fold.variants()[variant]) for fold in folds]))
+            variant: json_float(nanmean([measure(fold.variants()[variant]) for fold in folds]))
             for variant in VARIANTS
         }
         for key, measure in measures.items()
