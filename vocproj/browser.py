@@ -58,6 +58,7 @@ CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
 DEFAULT_THRESHOLD = 0.5  # used only until notebook 04 has chosen one
 DISPLAY_SIZE = 384  # longest side of a shown image, in pixels
 TOP_PREDICTION = "top prediction"
+COMPACT = {"description_width": "initial"}  # a dropdown's label as wide as its text
 CHIP_STYLE = 'style="font-size:14px;background:#e3ecfa;border-radius:10px;padding:2px 9px"'
 NOTICE_COLOUR, ERROR_COLOUR = "#555555", "#b00020"
 HEATMAP_CAPTION = "Grad-CAM heatmap of <b>{name}</b> on the centre crop the model sees"
@@ -722,14 +723,14 @@ class BrowserApp:
     def _build_mistakes_tab(self) -> widgets.VBox:
         self.mistakes_class = _tagged(widgets.Dropdown(
             options=list(self.mistakes.classes) if self.mistakes is not None else [],
-            description="Class", layout=widgets.Layout(width="230px"),
+            description="Class", layout=widgets.Layout(width="190px"), style=COMPACT,
         ), "mistakes-class")  # fmt: skip
         self.mistakes_kind = _tagged(widgets.Dropdown(
             options=[(words.label, kind) for kind, words in MISTAKE_KINDS.items()],
-            description="Kind", layout=widgets.Layout(width="230px"),
+            description="Kind", layout=widgets.Layout(width="170px"), style=COMPACT,
         ), "mistakes-kind")  # fmt: skip
         self.mistakes_image = _tagged(widgets.Dropdown(
-            options=[], description="Image", layout=widgets.Layout(width="380px"),
+            options=[], description="Image", layout=widgets.Layout(width="330px"), style=COMPACT,
         ), "mistakes-image")  # fmt: skip
         self.mistakes_heatmap = _tagged(widgets.ToggleButton(
             description="show heatmap", icon="fire", tooltip="overlay a Grad-CAM heatmap"
