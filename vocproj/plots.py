@@ -280,16 +280,7 @@ def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
         _pr_title(name, ap, 0.9 * panel_in * POINTS_PER_INCH, title_pt)
         for name, ap in zip(scores.classes, aps, strict=True)
     ]
-    fig, axes = new_figure(
-        n_rows * _pr_row_height_in(panel_in, titles, title_pt) + 0.6,
-        width_in,
-        nrows=n_rows,
-        ncols=n_columns,
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-    )
-    _set_pr_scales(axes[0, 0])
+    fig, axes = _panel_grid(n_rows, n_columns, width_in, titles, title_pt, margin_in=0.6)
     for c, ax in enumerate(axes.flat):
         if c < n_classes:
             _draw_pr_curve(ax, scores.scores[:, c], scores.labels[:, c], aps[c])
@@ -305,6 +296,29 @@ def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
     fig.suptitle("Precision–recall per class (fractions; shaded area = VOC AP)")
     fig.get_layout_engine().set(wspace=0.04)
     return finish_figure(fig, path)
+
+
+def _panel_grid(
+    n_rows: int,
+    n_columns: int,
+    width_in: float,
+    titles: Sequence[str],
+    title_pt: float,
+    margin_in: float,
+) -> tuple[Figure, np.ndarray]:
+    """A grid of square unit panels sharing both axes, rows as tall as their titles need."""
+    panel_in = width_in / n_columns
+    fig, axes = new_figure(
+        n_rows * _pr_row_height_in(panel_in, titles, title_pt) + margin_in,
+        width_in,
+        nrows=n_rows,
+        ncols=n_columns,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    _set_pr_scales(axes[0, 0])
+    return fig, axes
 
 
 def grid_columns(n_panels: int) -> int:
@@ -562,16 +576,7 @@ def plot_reliability_per_class(
         _reliability_title(name, before, after, 0.9 * panel_in * POINTS_PER_INCH, title_pt)
         for name, (before, after) in zip(classes, panels, strict=True)
     ]
-    fig, axes = new_figure(
-        n_rows * _pr_row_height_in(panel_in, titles, title_pt) + 0.9,
-        width_in,
-        nrows=n_rows,
-        ncols=n_columns,
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-    )
-    _set_pr_scales(axes[0, 0])
+    fig, axes = _panel_grid(n_rows, n_columns, width_in, titles, title_pt, margin_in=0.9)
     for c, ax in enumerate(axes.flat):
         if c < n_classes:
             _draw_reliability_panel(ax, *panels[c])
