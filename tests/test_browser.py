@@ -1,7 +1,8 @@
-"""The browser app driven through its widgets: predictions, thresholds, top 50, heatmaps, bad input.
+"""The browser app driven through its widgets: predictions, top 50, mistakes, heatmaps, bad input.
 
 The fixture trains a real tiny model (1 epoch per phase at 32 px on the small sample) and
-evaluates it, so the app reads a real checkpoint, metrics.json, top50.json and scores file.
+evaluates it, so the app reads a real checkpoint, metrics.json, top50.json, mistakes.json and
+scores file.
 """
 
 from __future__ import annotations
@@ -205,9 +206,9 @@ def test_gradcam_is_the_class_weighted_last_block_activation():
 # ---------------------------------------------------------------- Predict Image
 
 
-def test_two_tabs_titled_as_in_the_study(app: BrowserApp):
-    assert app.widget.titles == ("Predict Image", "View Top50 Result")
-    assert app.widget.children == (app.predict_tab, app.top50_tab)
+def test_the_study_two_tabs_then_mistakes(app: BrowserApp):
+    assert app.widget.titles == ("Predict Image", "View Top50 Result", "Mistakes")
+    assert app.widget.children == (app.predict_tab, app.top50_tab, app.mistakes_tab)
     assert app.upload.accept == "image/*" and app.upload.multiple is False
 
 
@@ -473,7 +474,152 @@ def test_a_missing_top50_image_is_one_line_and_others_still_show(tmp_path: Path,
     assert app.top50_message.value == "" and app.top50_image.value != b""
 
 
+# ---------------------------------------------------------------- Mistakes
+
+
+def mistakes_json(profile: Profile) -> dict:
+    return json.loads((profile.report_dir / "mistakes.json").read_text())
+
+
+def expected_mistake_text(profile: Profile, image_id: str) -> tuple[str, str]:
+    """The ground truth (from the split's labels) and the predicted labels (from the scores file
+    at metrics.json's F1-best threshold) that the Mistakes tab should show for an image."""
+    ids, labels = read_labels(profile.voc_root, "val")
+    row = labels[ids.index(image_id)]
+    present = [c for c, flag in zip(CLASSES, row, strict=True) if flag == 1]
+    difficult = [c for c, flag in zip(CLASSES, row, strict=True) if flag == -1]
+    truth = ", ".join(present) or "none"
+    if difficult:
+        truth += f" (difficult only: {', '.join(difficult)})"
+    threshold = json.loads((profile.report_dir / "metrics.json").read_text())["best_threshold_f1"]
+    scores = load_scores(RunFiles.of(profile).scores("val"))
+    probabilities = scores.scores[scores.ids.index(image_id)]
+    found = labels_at_threshold(
+        CLASSES, probabilities, threshold["threshold"] if threshold else 0.5
+    )
+    return truth, ", ".join(name for name, _ in found) or NOT_IDENTIFIED
+
+
+def ranked_from_scores(profile: Profile, name: str, label: int) -> list[str]:
+    """The ids of the class's images with `label`, most confident mistake first (ties stable)."""
+    scores = load_scores(RunFiles.of(profile).scores("val"))
+    column = scores.scores[:, CLASS_INDEX[name]]
+    rows = np.flatnonzero(scores.labels[:, CLASS_INDEX[name]] == label)
+    order = np.argsort(-column[rows] if label == 0 else column[rows], kind="stable")
+    return [scores.ids[row] for row in rows[order][:20]]
+
+
+def test_mistakes_class_menu_lists_the_run_classes_and_both_kinds(app: BrowserApp):
+    assert list(app.mistakes_class.options) == list(CLASSES)
+    assert [label for label, _ in app.mistakes_kind.options] == ["false positives", "missed"]
+    assert app.mistakes_notice.value == "" and app.mistakes_message.value == ""
+    assert app.mistakes_image_view.value != b""
+
+
+def test_false_positives_are_mistakes_json_with_ground_truth_and_predicted_labels(
+    app: BrowserApp, tiny: Profile
+):
+    false_positives = mistakes_json(tiny)["classes"]["dog"]["false_positives"]
+    app.mistakes_class.value = "dog"
+    labels = [label for label, _ in app.mistakes_image.options]
+    assert labels == [f"{e['rank']}. {e['id']} ({e['score']:.3f})" for e in false_positives]
+    assert [e["id"] for e in false_positives] == ranked_from_scores(tiny, "dog", 0)
+    assert app.mistakes_image.value == false_positives[0]["id"]
+    for entry in false_positives[:5]:
+        app.mistakes_image.value = entry["id"]
+        result = text(app.mistakes_result.value)
+        truth, predicted = expected_mistake_text(tiny, entry["id"])
+        assert f"Confidence for dog: {entry['score']:.3f} (rank {entry['rank']} of" in result
+        assert f"Ground truth: {truth} Predicted: {predicted} " in result
+        assert result.endswith(f"✗ false positive: dog is not in this image but scored "
+                               f"{entry['score']:.3f}")  # fmt: skip
+        assert shown(app.mistakes_image_view.value).format == "JPEG"
+    assert app.mistakes_message.value == ""
+
+
+def test_switching_kind_to_missed_lists_the_lowest_scored_positives(app: BrowserApp, tiny: Profile):
+    missed = mistakes_json(tiny)["classes"]["person"]["missed"]
+    app.mistakes_class.value = "person"
+    first_false_positive = app.mistakes_image_view.value
+    app.mistakes_kind.value = "missed"
+    assert [value for _, value in app.mistakes_image.options] == [e["id"] for e in missed]
+    assert [e["id"] for e in missed] == ranked_from_scores(tiny, "person", 1)
+    assert [e["score"] for e in missed] == sorted(e["score"] for e in missed)
+    assert app.mistakes_image.value == missed[0]["id"]
+    assert app.mistakes_image_view.value != first_false_positive
+    result = text(app.mistakes_result.value)
+    truth, predicted = expected_mistake_text(tiny, missed[0]["id"])
+    assert f"Ground truth: {truth} Predicted: {predicted} " in result
+    assert result.endswith(f"✗ missed: person is in this image but scored {missed[0]['score']:.3f}")
+    app.mistakes_kind.value = "false_positives"
+    assert app.mistakes_image_view.value == first_false_positive
+
+
+def test_mistakes_heatmap_toggle_changes_the_image(app: BrowserApp):
+    app.mistakes_class.value = "cat"
+    plain = app.mistakes_image_view.value
+    app.mistakes_heatmap.value = True
+    assert app.mistakes_image_view.value != plain
+    assert shown(app.mistakes_image_view.value).size == shown(plain).size
+    assert "heatmap of <b>cat</b>" in app.mistakes_caption.value
+    app.mistakes_image.index = 1
+    assert "heatmap of <b>cat</b>" in app.mistakes_caption.value
+    app.mistakes_image.index = 0
+    app.mistakes_heatmap.value = False
+    assert app.mistakes_image_view.value == plain and app.mistakes_caption.value == ""
+    assert app.mistakes_message.value == ""
+
+
+def test_an_empty_mistakes_list_says_why_and_shows_no_image(tmp_path: Path, tiny: Profile):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny.report_dir, reports / tiny.profile)
+    path = reports / tiny.profile / "mistakes.json"
+    edited = json.loads(path.read_text())
+    edited["classes"]["sheep"]["missed"] = []
+    path.write_text(json.dumps(edited))
+    app = build_browser(with_dirs(tiny, reports_dir=reports))
+    app.mistakes_class.value = "sheep"
+    assert app.mistakes_image_view.value != b""
+    app.mistakes_kind.value = "missed"
+    assert app.mistakes_image.options == () and app.mistakes_image_view.value == b""
+    assert text(app.mistakes_result.value) == (
+        "No missed: no validation image has sheep other than as a difficult object."
+    )
+    assert app.mistakes_message.value == ""
+
+
 # ---------------------------------------------------------------- missing or broken inputs
+
+
+def test_missing_mistakes_json_is_the_tab_notice_and_the_other_tabs_work(
+    tmp_path: Path, tiny: Profile
+):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny.report_dir, reports / tiny.profile)
+    (reports / tiny.profile / "mistakes.json").unlink()
+    app = build_browser(with_dirs(tiny, reports_dir=reports))
+    notice = text(app.mistakes_notice.value)
+    assert "mistakes.json not found" in notice and "04_evaluation" in notice
+    for control in (app.mistakes_class, app.mistakes_kind, app.mistakes_image):
+        assert control.disabled
+    assert app.mistakes_heatmap.disabled and app.mistakes_image_view.value == b""
+    assert app.top50_notice.value == "" and not app.class_dropdown.disabled
+    _, path = val_image(tiny)
+    upload(app, "still-works.jpg", path.read_bytes())
+    assert app.predict_message.value == "" and app.prediction is not None
+
+
+def test_mistakes_json_of_the_wrong_shape_names_the_field(tmp_path: Path, tiny: Profile):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny.report_dir, reports / tiny.profile)
+    (reports / tiny.profile / "mistakes.json").write_text(
+        '{"k": 20, "thresholds": {}, "classes": {"bird": {"false_positives": []}}}'
+    )
+    app = build_browser(with_dirs(tiny, reports_dir=reports))
+    notice = text(app.mistakes_notice.value)
+    assert "mistakes.json is not what" in notice and "classes.bird.missed" in notice
+    assert "04_evaluation" in notice and app.mistakes_class.disabled
+    assert app.top50_notice.value == ""
 
 
 def test_missing_checkpoint_says_to_run_notebook_03(tmp_path: Path, tiny: Profile):
@@ -482,6 +628,8 @@ def test_missing_checkpoint_says_to_run_notebook_03(tmp_path: Path, tiny: Profil
     assert "03_phase3_colour_flip" in notice and "phase3/best.pt not found" in notice
     assert app.upload.disabled and app.prediction is None
     assert app.top50_heatmap.disabled and "03_phase3_colour_flip" in app.top50_notice.value
+    assert app.mistakes_heatmap.disabled and "03_phase3_colour_flip" in app.mistakes_notice.value
+    assert not app.mistakes_class.disabled and app.mistakes_image_view.value != b""
     app.class_dropdown.value = "bird"  # the top 50 are still browsable
     assert "Confidence for bird" in text(app.top50_result.value)
     assert app.top50_image.value != b""
@@ -491,6 +639,7 @@ def test_missing_evaluation_says_to_run_notebook_04(tmp_path: Path, tiny: Profil
     app = build_browser(with_dirs(tiny, reports_dir=tmp_path / "no-reports"))
     assert "04_evaluation" in app.top50_notice.value and "not found" in app.top50_notice.value
     assert app.class_dropdown.disabled and app.image_dropdown.disabled
+    assert "mistakes.json not found" in app.mistakes_notice.value and app.mistakes_class.disabled
     assert "starts at 0.50" in text(app.predict_notice.value)
     assert "04_evaluation" in app.predict_notice.value
     assert app.threshold.value == 0.5 and app.per_class.disabled

@@ -197,6 +197,31 @@ def test_top50_tab_shows_the_chosen_image_confidence_and_heatmap(
     screenshot(page, tmp_path, "view_top50_result.png")
 
 
+def test_mistakes_tab_shows_false_positives_and_missed_images_with_their_labels(
+    page: Page, tiny: Profile, tmp_path: Path
+):
+    mistakes = json.loads((tiny.report_dir / "mistakes.json").read_text())["classes"]
+    page.get_by_role("tab", name="Mistakes").click()
+    image, result = (
+        page.locator(".vocproj-mistakes-image-view"), page.locator(".vocproj-mistakes-result")
+    )  # fmt: skip
+    page.locator(".vocproj-mistakes-class select").select_option("dog")
+    worst = mistakes["dog"]["false_positives"][0]
+    expect(result).to_contain_text(f"Confidence for dog: {worst['score']:.3f}")
+    expect(result).to_contain_text("✗ false positive: dog is not in this image")
+    expect(result).to_contain_text("Ground truth: " + (", ".join(worst["labels"]) or "none"))
+    source = wait_for_image(image)
+    page.locator(".vocproj-mistakes-kind select").select_option(label="missed")
+    missed = mistakes["dog"]["missed"][0]
+    expect(result).to_contain_text(f"Confidence for dog: {missed['score']:.3f}")
+    expect(result).to_contain_text("✗ missed: dog is in this image")
+    source = wait_for_image(image, other_than=source)
+    page.locator(".vocproj-mistakes-heatmap").click()
+    expect(page.locator(".widget-tab")).to_contain_text("heatmap of dog")
+    wait_for_image(image, other_than=source)
+    screenshot(page, tmp_path, "mistakes.png")
+
+
 def test_predict_tab_upload_threshold_heatmap_and_bad_file(
     page: Page, tiny: Profile, tmp_path: Path
 ):

@@ -28,10 +28,12 @@ from vocproj.config import PROJECT_DIR, Profile, load_profile
 from vocproj.deploy import (
     PARITY_TOLERANCE,
     export_onnx,
+    export_run,
     run_model,
     torch_engine,
 )
-from vocproj.images import decode_image, model_input, read_image
+from vocproj.evaluate import compare_tta, evaluate
+from vocproj.images import TTA_VIEWS, decode_image, model_input, read_image
 from vocproj.metrics import load_scores
 from vocproj.model import build_model, input_normalisation
 from vocproj.onnx_model import load_onnx_model
@@ -420,3 +422,72 @@ def test_a_card_goes_through_onnx_metadata_unchanged():
     card = ModelCard(("a", "b"), 96, input_normalisation("efficientnet_lite0"), 0.35,
                      {"a": 0.2, "b": None}, "x.onnx")  # fmt: skip
     assert ModelCard.from_metadata(card.to_metadata(), "x.onnx") == card
+
+
+# ---------------------------------------------------------------- test-time augmentation
+
+
+def with_tta(tiny: Profile, folder: Path, tta: str) -> Profile:
+    """The tiny run with `evaluate.tta` set, in fresh runs/reports folders holding its best.pt."""
+    files = RunFiles.of(tiny)
+    settings = tiny.settings.model_copy(update={
+        "runs_dir": str(folder / "runs"), "reports_dir": str(folder / "reports"),
+        "evaluate": tiny.settings.evaluate.model_copy(update={"tta": tta}),
+    })  # fmt: skip
+    profile = tiny.model_copy(update={"settings": settings})
+    best = RunFiles.of(profile).final_best
+    best.parent.mkdir(parents=True)
+    best.symlink_to(files.final_best)
+    return profile
+
+
+def test_evaluation_with_flip_tta_averages_each_image_and_its_mirror(tiny: Profile, tmp_path):
+    profile = with_tta(tiny, tmp_path, "hflip")
+    metrics = evaluate(profile, progress=False)
+    scores = load_scores(RunFiles.of(profile).scores(profile.settings.data.val_split))
+    model, card = run_model(profile)
+    assert card.tta == "hflip" and metrics["n_images"] == len(scores.ids) == 40
+    engine = torch_engine(model)
+    val = read_devkit_split(tiny.voc_root, tiny.settings.data.val_split)
+    for path, row in zip(val.image_paths[:6], scores.scores[:6], strict=True):
+        plain = model_input(read_image(path), card.image_size, card.normalisation)[None]
+        mirrored = np.ascontiguousarray(plain[:, :, :, ::-1])
+        expected = (engine(plain)[0] + engine(mirrored)[0]) / 2
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-5)
+    assert np.abs(scores.scores - load_scores(RunFiles.of(tiny).scores("val")).scores).max() > 1e-4
+
+
+def test_compare_tta_reports_each_augmentations_map_and_time(tiny: Profile, tmp_path: Path):
+    profile = with_tta(tiny, tmp_path, "none")
+    summary = compare_tta(profile)
+    assert json.loads(RunFiles.of(profile).tta.read_text()) == summary
+    assert summary["chosen"] == "none" and summary["images"] == 40
+    assert {mode: row["views"] for mode, row in summary["modes"].items()} == TTA_VIEWS
+    assert all(row["seconds"] > 0 and 0 <= row["map"] <= 1 for row in summary["modes"].values())
+    cached = json.loads(RunFiles.of(tiny).metrics.read_text())["map"]
+    assert summary["modes"]["none"]["map"] == pytest.approx(cached, abs=1e-3)
+    assert len({round(row["map"], 6) for row in summary["modes"].values()}) > 1
+
+
+def test_predict_and_the_onnx_model_follow_the_runs_tta(tiny: Profile, tmp_path: Path, capsys):
+    profile = with_tta(tiny, tmp_path, "five_crop")
+    evaluate(profile, progress=False)
+    scores = load_scores(RunFiles.of(profile).scores(profile.settings.data.val_split))
+    exported = export_run(profile)
+    engine, card = load_onnx_model(exported.path)
+    assert card.tta == "five_crop" and exported.card.tta == "five_crop"
+    val = read_devkit_split(tiny.voc_root, tiny.settings.data.val_split)
+    photos = list(val.image_paths[:5])
+    chosen = choose_thresholds(card, 0.5, False)
+    results = list(predict_files(photos, engine, card, chosen))
+    for result, row in zip(results, scores.scores[: len(photos)], strict=True):
+        np.testing.assert_allclose(result.probabilities, row, rtol=0, atol=1e-4)
+    out = tmp_path / "plain.json"
+    assert main(["predict", *map(str, photos), "--onnx", str(exported.path), "--tta", "none",
+                 "--threshold", "0.5", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    plain = predictions_by_name(out)
+    untouched = load_scores(RunFiles.of(tiny).scores("val"))
+    for name, probabilities in plain.items():
+        row = untouched.scores[untouched.ids.index(Path(name).stem)]
+        np.testing.assert_allclose(probabilities, row, rtol=0, atol=1e-4)
+    assert "test-time augmentation" not in capsys.readouterr().out

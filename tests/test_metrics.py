@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
 
-from vocproj.artifacts import METRICS_FILE, TOP_K_FILE
+from vocproj.artifacts import METRICS_FILE, MISTAKES_FILE, TOP_K_FILE
 from vocproj.errors import VocprojError
 from vocproj.metrics import (
     THRESHOLDS,
@@ -537,7 +537,7 @@ def test_compute_metrics_values_agree_with_the_functions():
     assert result["precision_at_k"]["k"] == 50
 
 
-def test_write_metrics_writes_json_and_top50_only(tmp_path):
+def test_write_metrics_writes_metrics_top50_and_mistakes_only(tmp_path):
     ids, scores, labels = example_arrays(n=60)
     save_scores(tmp_path / "scores_val.npz", ids, scores, labels, CLASSES)
     out = tmp_path / "report"
@@ -545,4 +545,4 @@ def test_write_metrics_writes_json_and_top50_only(tmp_path):
     assert json.loads((out / METRICS_FILE).read_text()) == result
     top = json.loads((out / TOP_K_FILE).read_text())
     assert list(top) == list(CLASSES) and all(len(entries) == 10 for entries in top.values())
-    assert sorted(path.name for path in out.iterdir()) == [METRICS_FILE, TOP_K_FILE]
+    assert sorted(path.name for path in out.iterdir()) == [METRICS_FILE, MISTAKES_FILE, TOP_K_FILE]

@@ -28,13 +28,17 @@ from vocproj.artifacts import (
     LABEL_FREQUENCY_FIGURE,
     LOSS_FIGURE,
     METRIC_FIGURES,
+    MISTAKES_FIGURE,
     OBJECTS_PER_IMAGE_FIGURE,
+    RELIABILITY_FIGURE,
+    RELIABILITY_PER_CLASS_FIGURE,
     RunRecord,
     augmentation_figure,
     loss_figure,
 )
 from vocproj.config import PROJECT_DIR, Profile, load_profile, profile_from_mapping
 from vocproj.errors import VocprojError
+from vocproj.explore import MISTAKE_KINDS
 from vocproj.images import IMAGENET
 from vocproj.metrics import Scores, compute_metrics
 from vocproj.voc import CLASSES
@@ -312,11 +316,13 @@ def test_first_run_writes_every_artifact(project, first_run, reports):
         executed = json.loads((reports / "notebooks" / notebook.name).read_text())
         assert executed["metadata"]["papermill"]["exception"] is None, notebook.name
     assert list((project / "runs" / "tiny" / "notebooks").iterdir()) == []
-    for name in ("REPORT.md", "metrics.json", "top50.json", "dataset.json", "environment.json"):
+    for name in ("REPORT.md", "metrics.json", "top50.json", "mistakes.json", "tta.json",
+                 "calibration.json", "dataset.json", "environment.json"):  # fmt: skip
         assert (reports / name).is_file(), name
     figures = {
         LABEL_FREQUENCY_FIGURE, COOCCURRENCE_FIGURE, OBJECTS_PER_IMAGE_FIGURE,
-        IMAGE_SIZES_FIGURE, EXAMPLES_FIGURE, LOSS_FIGURE, *METRIC_FIGURES,
+        IMAGE_SIZES_FIGURE, EXAMPLES_FIGURE, LOSS_FIGURE, *METRIC_FIGURES, RELIABILITY_FIGURE,
+        RELIABILITY_PER_CLASS_FIGURE, *(MISTAKES_FIGURE.format(kind=k) for k in MISTAKE_KINDS),
         *(name(phase) for phase in (1, 2, 3) for name in (augmentation_figure, loss_figure)),
     }  # fmt: skip
     assert figures <= {path.name for path in (reports / "figures").iterdir()}
@@ -341,6 +347,18 @@ def test_report_numbers_equal_the_run_files(first_run, reports):
     at_study = row_cells(text, "this run at the study's 0.40")
     assert_shows(at_study[2], metrics["sweep"]["precision_zero"][index])
     assert_shows(at_study[3], metrics["sweep"]["precision_skip"][index])
+    tta = json.loads((reports / "tta.json").read_text())
+    for mode, row in tta["modes"].items():
+        cells = row_cells(text, f"**{mode}**" if mode == "none" else mode)
+        assert cells[1] == str(row["views"]) and cells[2] == report.fmt(row["map"])
+    mistakes = json.loads((reports / "mistakes.json").read_text())["classes"]
+    worst = mistakes["dog"]["false_positives"][0]
+    section = text.split("## 7. The most confident mistakes")[1]
+    assert f"{worst['id']} ({worst['score']:.2f})" in row_cells(section, "dog")[1]
+    calibration = json.loads((reports / "calibration.json").read_text())
+    ece = calibration["pooled"]["held_out"]["ece"]
+    assert row_cells(text, "pooled ECE")[1:] == [report.fmt(ece[k]) for k in
+                                                 ("before", "single", "per_class")]  # fmt: skip
     for link in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (reports / link).is_file(), link
     timings = report.stage_timings(reports / "notebooks")

@@ -4,6 +4,7 @@ python -m vocproj sample --out DIR
 python -m vocproj download [--dataset NAME] --root DIR [--mirror URL ...] [--archive PATH ...]
 python -m vocproj train --profile sample --phase all
 python -m vocproj evaluate --profile sample
+python -m vocproj tta --profile voc2007-real [--modes none,hflip,five_crop,five_crop_flip]
 python -m vocproj metrics SCORES.npz --out DIR
 python -m vocproj data --profile voc2012
 python -m vocproj init-profile DATA_DIR --name NAME
@@ -19,12 +20,15 @@ without PyTorch (a service with onnxruntime, numpy and Pillow).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from vocproj.errors import VocprojError
+from vocproj.images import TTA_MODES
 
 if TYPE_CHECKING:
     from vocproj.predict import Engine, Failure, Inputs, ModelCard, Prediction
@@ -73,7 +77,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from vocproj.config import load_profile
     from vocproj.evaluate import evaluate
     from vocproj.metrics import load_scores
-    from vocproj.plots import plot_loss_history, write_metric_figures
+    from vocproj.plots import plot_loss_history, write_calibration_figures, write_metric_figures
 
     profile = load_profile(args.profile)
     files = RunFiles.of(profile)
@@ -81,7 +85,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = evaluate(profile, split, progress=not args.no_progress)
     plot_loss_history(read_history(files.history), files.figure(LOSS_FIGURE))
     write_metric_figures(load_scores(files.scores(split)), metrics, files.figures)
+    write_calibration_figures(json.loads(files.calibration.read_text()), files.figures)
     print(f"{profile.profile}: mAP {metrics['map']:.4f}; metrics and figures in {files.report_dir}")
+
+
+def cmd_tta(args: argparse.Namespace) -> None:
+    from vocproj.artifacts import RunFiles
+    from vocproj.config import load_profile
+    from vocproj.evaluate import compare_tta
+
+    profile = load_profile(args.profile)
+    summary = compare_tta(profile, args.modes)
+    print(f"{profile.profile}: {summary['images']} {summary['split']} images")
+    for mode, row in summary["modes"].items():
+        print(
+            f"  {mode:<15} {row['views']:>2} view(s)  mAP {row['map']:.4f}  "
+            f"{row['seconds']:>7.1f} s  ({row['images_per_second']:.1f} images/s)"
+        )
+    print(f"written to {RunFiles.of(profile).tta}")
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -163,6 +184,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_output_path(args.out)
     engine, card, engine_name = prediction_model(args)
+    if args.tta is not None:
+        card = dataclasses.replace(card, tta=args.tta)
     thresholds = choose_thresholds(card, args.threshold, args.per_class)
     inputs = find_images(args.paths)
     if not inputs.files:
@@ -226,7 +249,8 @@ def print_predictions(
     failed = sum(isinstance(r, Failure) for r in results)
     predicted = len(results) - failed
     print(
-        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}); "
+        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}"
+        f"{'' if card.tta == 'none' else ', test-time augmentation ' + card.tta}); "
         f"{failed + len(inputs.unmatched)} failed; labels at threshold {rule}"
     )
 
@@ -245,6 +269,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         f"{exported.images} val photos its probabilities differ from PyTorch's by at most "
         f"{exported.largest_difference:.1e} (allowed {PARITY_TOLERANCE:g})."
     )
+
+
+def tta_modes(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in TTA_MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(TTA_MODES)}, got {text!r}")
+    return modes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default=None, help="split to score (default: val)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    tta = commands.add_parser(
+        "tta", help="score val under each test-time augmentation: mAP and time (tta.json)"
+    )
+    tta.add_argument("--profile", default="sample", help="profile name or YAML path")
+    tta.add_argument(
+        "--modes",
+        type=tta_modes,
+        help=f"comma-separated, of {', '.join(TTA_MODES)} (default: evaluate.tta_compare)",
+    )
+    tta.set_defaults(run=cmd_tta)
 
     metrics = commands.add_parser("metrics", help="metrics, top-50 and figures from scores.npz")
     metrics.add_argument("scores", help="an .npz with arrays ids, scores, labels, classes")
@@ -357,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", help="also write every probability to FILE.json or FILE.csv")
     predict.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
+    predict.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation (default: the run's evaluate.tta, or the ONNX model's)",
+    )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(run=cmd_predict)
 

@@ -7,7 +7,8 @@
         scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics.py)
         model.onnx               `python -m vocproj export`'s model (vocproj/deploy.py)
     reports/<profile>/
-        metrics.json, top50.json, probe.json, dataset.json, environment.json, REPORT.md
+        metrics.json, top50.json, mistakes.json, calibration.json, tta.json, probe.json,
+        dataset.json, environment.json, REPORT.md
         figures/*.png            the names below
         notebooks/*.ipynb        the executed notebooks
 
@@ -43,6 +44,9 @@ DATASET_FILE = "dataset.json"
 ENVIRONMENT_FILE = "environment.json"
 REPORT_FILE = "REPORT.md"
 ONNX_FILE = "model.onnx"
+MISTAKES_FILE = "mistakes.json"  # each class's most confident false positives and most missed
+CALIBRATION_FILE = "calibration.json"  # reliability, ECE and the fitted temperatures
+TTA_FILE = "tta.json"  # the mAP and time of each test-time augmentation
 EVALUATION_NOTEBOOK = "notebooks/04_evaluation.ipynb"
 FIGURES_DIR = "figures"
 EXECUTED_NOTEBOOKS_DIR = "notebooks"
@@ -57,6 +61,9 @@ COOCCURRENCE_FIGURE = "cooccurrence.png"
 OBJECTS_PER_IMAGE_FIGURE = "objects_per_image.png"
 IMAGE_SIZES_FIGURE = "image_sizes.png"
 EXAMPLES_FIGURE = "examples.png"
+MISTAKES_FIGURE = "mistakes_{kind}.png"  # kind: false_positives | missed (figure(...format()))
+RELIABILITY_FIGURE = "reliability.png"  # pooled, before and after temperature scaling
+RELIABILITY_PER_CLASS_FIGURE = "reliability_per_class.png"
 
 
 def augmentation_figure(phase: int) -> str:
@@ -126,6 +133,18 @@ class RunFiles:
     @property
     def onnx(self) -> Path:
         return self.run_dir / ONNX_FILE
+
+    @property
+    def mistakes(self) -> Path:
+        return self.report_dir / MISTAKES_FILE
+
+    @property
+    def calibration(self) -> Path:
+        return self.report_dir / CALIBRATION_FILE
+
+    @property
+    def tta(self) -> Path:
+        return self.report_dir / TTA_FILE
 
     @property
     def metrics(self) -> Path:

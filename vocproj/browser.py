@@ -2,11 +2,13 @@
 
 "Predict Image" classifies an uploaded image at the chosen threshold (a live slider, or the
 per-class thresholds of metrics.json) and charts all 20 probabilities; "View Top50 Result" walks
-each class's 50 highest-scored validation images with their ground truth. Both tabs can overlay
-a Grad-CAM heatmap (pytorch-grad-cam on the backbone's last convolutional block).
+each class's 50 highest-scored validation images with their ground truth; a third tab,
+"Mistakes", walks each class's most confident false positives and most missed images. Every tab
+can overlay a Grad-CAM heatmap (pytorch-grad-cam on the backbone's last convolutional block).
 
 It reads what earlier stages wrote: the best checkpoint (`runs/<profile>/phase3/best.pt`),
-`reports/<profile>/metrics.json` and `top50.json`, and the validation images and labels.
+`reports/<profile>/metrics.json`, `top50.json` and `mistakes.json`, and the validation images and
+labels.
 
 An upload is decoded and preprocessed as `python -m vocproj predict` does it (vocproj/images.py),
 and labelled by the same threshold rules (vocproj/predict.py). The plain-Python core
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import ipywidgets as widgets
 import numpy as np
@@ -56,6 +58,7 @@ CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
 DEFAULT_THRESHOLD = 0.5  # used only until notebook 04 has chosen one
 DISPLAY_SIZE = 384  # longest side of a shown image, in pixels
 TOP_PREDICTION = "top prediction"
+COMPACT = {"description_width": "initial"}  # a dropdown's label as wide as its text
 CHIP_STYLE = 'style="font-size:14px;background:#e3ecfa;border-radius:10px;padding:2px 9px"'
 NOTICE_COLOUR, ERROR_COLOUR = "#555555", "#b00020"
 HEATMAP_CAPTION = "Grad-CAM heatmap of <b>{name}</b> on the centre crop the model sees"
@@ -63,6 +66,28 @@ GROUND_TRUTH_MARKS = {
     1: ("✓ correct", "is in this image", "#1b7f3b"),
     0: ("✗ wrong", "is not in this image", "#b00020"),
     -1: ("◐ difficult", "appears only as a difficult object", "#8a6d00"),
+}
+
+
+class MistakeKind(NamedTuple):
+    """How the Mistakes tab words one list of mistakes.json."""
+
+    label: str  # in the kind menu
+    why: str  # why a listed image is a mistake
+    empty: str  # why the list can be empty
+
+
+MISTAKE_KINDS = {
+    "false_positives": MistakeKind(
+        "false positives",
+        "✗ false positive: {name} is not in this image",
+        "every validation image has {name}, at least as a difficult object",
+    ),
+    "missed": MistakeKind(
+        "missed",
+        "✗ missed: {name} is in this image",
+        "no validation image has {name} other than as a difficult object",
+    ),
 }
 
 T = TypeVar("T")
@@ -88,16 +113,44 @@ class Classifier:
         return torch.from_numpy(pixels).unsqueeze(0)
 
 
-class TopEntry(BaseModel):
-    """One ranked image of top50.json."""
+class RankedImage(BaseModel):
+    """One listed image of a report: its place in the list, its id and the class's probability."""
 
     rank: int
     id: str
     score: float
+
+
+class TopEntry(RankedImage):
+    """One ranked image of top50.json."""
+
     label: Literal[1, 0, -1]
 
 
 _TOP50 = TypeAdapter(dict[str, list[TopEntry]])
+
+
+class MistakeEntry(RankedImage):
+    """One image of mistakes.json: its present and difficult-only classes, and those predicted."""
+
+    labels: list[str]
+    difficult: list[str]
+    predicted: list[str]
+
+
+class ClassMistakes(BaseModel):
+    """A class's most confident false positives and its most missed images, in rank order."""
+
+    false_positives: list[MistakeEntry]
+    missed: list[MistakeEntry]
+
+
+class Mistakes(BaseModel):
+    """mistakes.json (layout in vocproj/metrics.py)."""
+
+    k: int
+    thresholds: dict[str, float]
+    classes: dict[str, ClassMistakes]
 
 
 @dataclass(frozen=True)
@@ -141,12 +194,7 @@ def load_evaluation(profile: Profile) -> Evaluation:
         ranked = _TOP50.validate_python(top50)
     except ValidationError as err:
         raise invalid_report(files.top_k, err) from None
-    classes = read_record(files).classes if files.record.is_file() else tuple(chosen.classes)
-    if tuple(chosen.classes) != classes:
-        raise ScoresError(
-            f"{files.metrics} is for {describe_classes(chosen.classes)}, but the run has "
-            f"{describe_classes(classes)} (run.json): rerun {EVALUATION_NOTEBOOK}."
-        )
+    _check_run_classes(files, files.metrics, chosen.classes)
     return Evaluation(
         classes=tuple(chosen.classes),
         threshold=chosen.threshold if chosen.threshold is not None else DEFAULT_THRESHOLD,
@@ -157,6 +205,30 @@ def load_evaluation(profile: Profile) -> Evaluation:
             if name in ranked
         },
     )
+
+
+def load_mistakes(profile: Profile) -> Mistakes:
+    """mistakes.json; a missing or malformed file names notebook 04."""
+    files = RunFiles.of(profile)
+    raw = read_report_json(files.mistakes, profile.profile)
+    try:
+        mistakes = Mistakes.model_validate(raw)
+    except ValidationError as err:
+        raise invalid_report(files.mistakes, err) from None
+    _check_run_classes(files, files.mistakes, list(mistakes.classes))
+    return mistakes
+
+
+def _check_run_classes(files: RunFiles, path: Path, classes: Sequence[str]) -> None:
+    """A ScoresError when a report is for other classes than the run's (run.json, if written)."""
+    if not files.record.is_file():
+        return
+    run_classes = read_record(files).classes
+    if tuple(classes) != run_classes:
+        raise ScoresError(
+            f"{path} is for {describe_classes(classes)}, but the run has "
+            f"{describe_classes(run_classes)} (run.json): rerun {EVALUATION_NOTEBOOK}."
+        )
 
 
 @dataclass(frozen=True)
@@ -188,8 +260,8 @@ def predict_probabilities(classifier: Classifier, image: Image.Image) -> np.ndar
     return torch.sigmoid(logits)[0].numpy()
 
 
-def top50_options(entries: Sequence[TopEntry]) -> list[tuple[str, str]]:
-    """Dropdown options `rank. id (score)` → id, in rank order."""
+def top50_options(entries: Sequence[RankedImage]) -> list[tuple[str, str]]:
+    """Dropdown options `rank. id (score)` → id, in rank order (of a top-50 or mistakes list)."""
     return [
         (f"{e.rank}. {e.id} ({e.score:.3f})", e.id) for e in sorted(entries, key=lambda e: e.rank)
     ]
@@ -304,8 +376,27 @@ def _text_line(text: str, colour: str) -> str:
     return f'<span style="color:{colour}">{html.escape(one_line(text))}</span>' if text else ""
 
 
+def _confidence_line(name: str, score: float, place: str) -> str:
+    """A listed image's probability for the class, and its place in the list."""
+    return (
+        f'<p style="font-size:15px;margin:4px 0">Confidence for <b>{name}</b>: '
+        f"<b>{score:.3f}</b> &nbsp;({place})</p>"
+    )
+
+
+def _ground_truth_line(present: Sequence[str], difficult: Sequence[str]) -> str:
+    truth = ", ".join(present) or "none"
+    if difficult:
+        truth += f" (difficult only: {', '.join(difficult)})"
+    return f'<p style="margin:4px 0">Ground truth: {truth}</p>'
+
+
+def _verdict_line(text: str, colour: str) -> str:
+    return f'<p style="margin:4px 0;color:{colour};font-weight:bold">{text}</p>'
+
+
 class BrowserApp:
-    """The two tabs as widgets; each part is an attribute, so tests drive it without a browser.
+    """The three tabs as widgets; each part is an attribute, so tests drive it without a browser.
 
     `widget` is what a notebook displays. Each tab has a `notice` line (what is missing, in
     grey, for as long as it is missing) and a `message` line (the last action's problem, in red).
@@ -315,6 +406,7 @@ class BrowserApp:
         self.profile = profile
         self.classifier, classifier_problem = _attempt(load_classifier, profile)
         self.evaluation, evaluation_problem = _attempt(load_evaluation, profile)
+        self.mistakes, mistakes_problem = _attempt(load_mistakes, profile)
         self.ground_truth, self.truth_problem = (
             _attempt(partial(load_ground_truth, classes=self.evaluation.classes), profile)
             if self.evaluation
@@ -325,12 +417,14 @@ class BrowserApp:
         self._filling_images = False
         self.predict_tab = self._build_predict_tab()
         self.top50_tab = self._build_top50_tab()
+        self.mistakes_tab = self._build_mistakes_tab()
         self.widget = widgets.Tab(
-            children=[self.predict_tab, self.top50_tab],
-            titles=("Predict Image", "View Top50 Result"),
+            children=[self.predict_tab, self.top50_tab, self.mistakes_tab],
+            titles=("Predict Image", "View Top50 Result", "Mistakes"),
         )
         self._start_predict_tab(classifier_problem, evaluation_problem)
         self._start_top50_tab(classifier_problem, evaluation_problem)
+        self._start_mistakes_tab(classifier_problem, mistakes_problem)
 
     def _classes(self) -> tuple[str, ...]:
         """The run's classes, as the model, the evaluation or the labels know them."""
@@ -518,7 +612,8 @@ class BrowserApp:
         self.top50_caption = widgets.HTML()
         self.top50_result = _tagged(widgets.HTML(), "top50-result")
         self.class_dropdown.observe(lambda _: self._in_top50_tab(self._on_class), "value")
-        self.image_dropdown.observe(lambda _: self._in_top50_tab(self._on_image), "value")
+        on_image = partial(self._on_image, self._show_top50_image)
+        self.image_dropdown.observe(lambda _: self._in_top50_tab(on_image), "value")
         self.top50_heatmap.observe(lambda _: self._in_top50_tab(self._show_top50_image), "value")
         controls = [self.class_dropdown, self.image_dropdown, self.top50_heatmap]
         row = widgets.Layout(align_items="center", grid_gap="16px")
@@ -529,33 +624,55 @@ class BrowserApp:
         ], layout=widgets.Layout(align_items="flex-start"))  # fmt: skip
 
     def _start_top50_tab(self, classifier_problem: str, evaluation_problem: str) -> None:
-        if self.evaluation is None:
-            for control in (self.class_dropdown, self.image_dropdown, self.top50_heatmap):
+        missing = None if self.evaluation is not None else evaluation_problem
+        controls = (self.class_dropdown, self.image_dropdown)
+        notice, heatmap = self.top50_notice, self.top50_heatmap
+        if self._can_browse(notice, controls, heatmap, missing, classifier_problem):
+            self._in_top50_tab(self._on_class)
+
+    def _can_browse(
+        self,
+        notice: widgets.HTML,
+        controls: Sequence[widgets.ValueWidget],
+        heatmap: widgets.ToggleButton,
+        missing: str | None,
+        classifier_problem: str,
+    ) -> bool:
+        """Whether a browsing tab can show images; if not (`missing`: why), disable it and say so.
+
+        Without a model only its heatmap toggle is disabled, with a notice.
+        """
+        if missing is not None:
+            for control in (*controls, heatmap):
                 control.disabled = True
-            self.top50_notice.value = _text_line(evaluation_problem, NOTICE_COLOUR)
-            return
+            notice.value = _text_line(missing, NOTICE_COLOUR)
+            return False
         if self.classifier is None:
-            self.top50_heatmap.disabled = True
-            self.top50_notice.value = _text_line(
+            heatmap.disabled = True
+            notice.value = _text_line(
                 f"Heatmaps need the model. {classifier_problem}", NOTICE_COLOUR
             )
-        self._in_top50_tab(self._on_class)
+        return True
 
     def _on_class(self) -> None:
         """List the chosen class's top 50 and show its first image."""
         assert self.evaluation is not None
-        self._filling_images = True
-        try:
-            entries = self.evaluation.top50[self.class_dropdown.value]
-            self.image_dropdown.options = top50_options(entries)
-            self.image_dropdown.index = 0 if entries else None
-        finally:
-            self._filling_images = False
+        entries = self.evaluation.top50[self.class_dropdown.value]
+        self._fill_images(self.image_dropdown, top50_options(entries))
         self._show_top50_image()
 
-    def _on_image(self) -> None:
+    def _fill_images(self, dropdown: widgets.Dropdown, options: list[tuple[str, str]]) -> None:
+        """Replace an image menu's options and select the first, without showing it twice."""
+        self._filling_images = True
+        try:
+            dropdown.options = options
+            dropdown.index = 0 if options else None
+        finally:
+            self._filling_images = False
+
+    def _on_image(self, show: Callable[[], None]) -> None:
         if not self._filling_images:
-            self._show_top50_image()
+            show()
 
     def selected_entry(self) -> TopEntry | None:
         """The top50.json entry of the image chosen in the Top50 tab."""
@@ -568,23 +685,27 @@ class BrowserApp:
         entry, name = self.selected_entry(), self.class_dropdown.value
         if entry is None:
             return
-        _show_picture(self.top50_image, b"")
         self.top50_result.value = self._top50_text(entry, name)
-        self.top50_caption.value = ""
         self._say(self.top50_message, "")
-        image = open_rgb(self.image_path(entry.id))
-        if self.top50_heatmap.value:
+        heatmap = self.top50_heatmap.value
+        self._show_validation_image(self.top50_image, self.top50_caption, entry.id, name, heatmap)
+
+    def _show_validation_image(
+        self, picture: widgets.Image, caption: widgets.HTML, image_id: str, name: str, heatmap: bool
+    ) -> None:
+        """Show a validation image, with class `name`'s Grad-CAM over it when `heatmap` is on."""
+        _show_picture(picture, b"")
+        caption.value = ""
+        image = open_rgb(self.image_path(image_id))
+        if heatmap:
             image = self._heatmap(image, self.classes.index(name))
-            self.top50_caption.value = HEATMAP_CAPTION.format(name=name)
-        _show_picture(self.top50_image, jpeg_bytes(fit_for_display(image)))
+            caption.value = HEATMAP_CAPTION.format(name=name)
+        _show_picture(picture, jpeg_bytes(fit_for_display(image)))
 
     def _top50_text(self, entry: TopEntry, name: str) -> str:
         """Confidence, rank and ground truth of a top-50 image, marked correct or not."""
         count = len(self.evaluation.top50[name]) if self.evaluation else 0
-        lines = [
-            f'<p style="font-size:15px;margin:4px 0">Confidence for <b>{name}</b>: '
-            f"<b>{entry.score:.3f}</b> &nbsp;(rank {entry.rank} of {count})</p>"
-        ]
+        lines = [_confidence_line(name, entry.score, f"rank {entry.rank} of {count}")]
         labels = self.ground_truth.labels.get(entry.id) if self.ground_truth else None
         if labels is None:
             reason = self.truth_problem or f"{entry.id} is not in the validation labels"
@@ -592,15 +713,98 @@ class BrowserApp:
             return "".join(lines)
         present = [c for c, flag in zip(self.classes, labels, strict=True) if flag == 1]
         difficult = [c for c, flag in zip(self.classes, labels, strict=True) if flag == -1]
-        truth = ", ".join(present) or "none"
-        if difficult:
-            truth += f" (difficult only: {', '.join(difficult)})"
         mark, meaning, colour = GROUND_TRUTH_MARKS[int(labels[self.classes.index(name)])]
-        lines.append(f'<p style="margin:4px 0">Ground truth: {truth}</p>')
-        lines.append(
-            f'<p style="margin:4px 0;color:{colour};font-weight:bold">{mark}: {name} {meaning}</p>'
-        )
+        lines.append(_ground_truth_line(present, difficult))
+        lines.append(_verdict_line(f"{mark}: {name} {meaning}", colour))
         return "".join(lines)
+
+    # ---------------------------------------------------------------- Mistakes
+
+    def _build_mistakes_tab(self) -> widgets.VBox:
+        self.mistakes_class = _tagged(widgets.Dropdown(
+            options=list(self.mistakes.classes) if self.mistakes is not None else [],
+            description="Class", layout=widgets.Layout(width="190px"), style=COMPACT,
+        ), "mistakes-class")  # fmt: skip
+        self.mistakes_kind = _tagged(widgets.Dropdown(
+            options=[(words.label, kind) for kind, words in MISTAKE_KINDS.items()],
+            description="Kind", layout=widgets.Layout(width="170px"), style=COMPACT,
+        ), "mistakes-kind")  # fmt: skip
+        self.mistakes_image = _tagged(widgets.Dropdown(
+            options=[], description="Image", layout=widgets.Layout(width="330px"), style=COMPACT,
+        ), "mistakes-image")  # fmt: skip
+        self.mistakes_heatmap = _tagged(widgets.ToggleButton(
+            description="show heatmap", icon="fire", tooltip="overlay a Grad-CAM heatmap"
+        ), "mistakes-heatmap")  # fmt: skip
+        self.mistakes_notice = widgets.HTML()
+        self.mistakes_message = _tagged(widgets.HTML(), "mistakes-message")
+        self.mistakes_image_view = _tagged(_picture("jpeg"), "mistakes-image-view")
+        self.mistakes_caption = widgets.HTML()
+        self.mistakes_result = _tagged(widgets.HTML(), "mistakes-result")
+        for menu in (self.mistakes_class, self.mistakes_kind):
+            menu.observe(lambda _: self._in_mistakes_tab(self._on_mistakes_list), "value")
+        on_image = partial(self._on_image, self._show_mistake)
+        self.mistakes_image.observe(lambda _: self._in_mistakes_tab(on_image), "value")
+        self.mistakes_heatmap.observe(lambda _: self._in_mistakes_tab(self._show_mistake), "value")
+        controls = [self.mistakes_class, self.mistakes_kind, self.mistakes_image]
+        row = widgets.Layout(align_items="center", grid_gap="16px")
+        return widgets.VBox([
+            widgets.HBox([*controls, self.mistakes_heatmap], layout=row),
+            self.mistakes_notice, self.mistakes_message,
+            self.mistakes_image_view, self.mistakes_caption, self.mistakes_result,
+        ], layout=widgets.Layout(align_items="flex-start"))  # fmt: skip
+
+    def _start_mistakes_tab(self, classifier_problem: str, mistakes_problem: str) -> None:
+        missing = None if self.mistakes is not None else mistakes_problem
+        controls = (self.mistakes_class, self.mistakes_kind, self.mistakes_image)
+        notice, heatmap = self.mistakes_notice, self.mistakes_heatmap
+        if self._can_browse(notice, controls, heatmap, missing, classifier_problem):
+            self._in_mistakes_tab(self._on_mistakes_list)
+
+    def mistake_entries(self) -> list[MistakeEntry]:
+        """The mistakes.json list of the class and kind chosen in the Mistakes tab."""
+        if self.mistakes is None or self.mistakes_class.value is None:
+            return []
+        lists = self.mistakes.classes[self.mistakes_class.value]
+        return getattr(lists, self.mistakes_kind.value)
+
+    def selected_mistake(self) -> MistakeEntry | None:
+        """The mistakes.json entry of the image chosen in the Mistakes tab."""
+        entries = self.mistake_entries()
+        return next((e for e in entries if e.id == self.mistakes_image.value), None)
+
+    def _on_mistakes_list(self) -> None:
+        """List the chosen class's mistakes of the chosen kind and show the first."""
+        self._fill_images(self.mistakes_image, top50_options(self.mistake_entries()))
+        self._show_mistake()
+
+    def _show_mistake(self) -> None:
+        entry, name = self.selected_mistake(), self.mistakes_class.value
+        self._say(self.mistakes_message, "")
+        if entry is None:
+            _show_picture(self.mistakes_image_view, b"")
+            self.mistakes_caption.value = ""
+            words = MISTAKE_KINDS[self.mistakes_kind.value]
+            self.mistakes_result.value = (
+                f"<p>No {words.label}: {words.empty.format(name=name)}.</p>"
+            )
+            return
+        self.mistakes_result.value = self._mistake_text(entry, name)
+        heatmap = self.mistakes_heatmap.value
+        view, caption = self.mistakes_image_view, self.mistakes_caption
+        self._show_validation_image(view, caption, entry.id, name, heatmap)
+
+    def _mistake_text(self, entry: MistakeEntry, name: str) -> str:
+        """Confidence, ground truth and predicted labels of a mistake, and why it is one."""
+        words = MISTAKE_KINDS[self.mistakes_kind.value]
+        place = f"rank {entry.rank} of {len(self.mistake_entries())} {words.label}"
+        predicted = ", ".join(entry.predicted) or NOT_IDENTIFIED
+        why = f"{words.why.format(name=name)} but scored {entry.score:.3f}"
+        return "".join([
+            _confidence_line(name, entry.score, place),
+            _ground_truth_line(entry.labels, entry.difficult),
+            f'<p style="margin:4px 0">Predicted: {predicted}</p>',
+            _verdict_line(why, ERROR_COLOUR),
+        ])  # fmt: skip
 
     # ---------------------------------------------------------------- errors
 
@@ -609,6 +813,9 @@ class BrowserApp:
 
     def _in_top50_tab(self, action: Callable[[], None]) -> None:
         self._reporting_errors(self.top50_message, action)
+
+    def _in_mistakes_tab(self, action: Callable[[], None]) -> None:
+        self._reporting_errors(self.mistakes_message, action)
 
     def _reporting_errors(self, message: widgets.HTML, action: Callable[[], None]) -> None:
         """Run a widget action; an error becomes one line in the tab, never a traceback."""

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vocproj.errors import ConfigError
+from vocproj.images import TTA, TTA_MODES
 from vocproj.voc import DIFFICULT_MODES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -164,6 +165,19 @@ class TrainSettings(_Section):
     progress: bool = True
 
 
+class EvaluateSettings(_Section):
+    """Test-time augmentation: the one the evaluation uses, and those notebook 04 compares.
+
+    `tta`: none | hflip | five_crop | five_crop_flip (vocproj/images.py `model_views`; the mean of
+    the views' probabilities). The evaluation's scores, and so its thresholds, top 50 and
+    mistakes, come from it, and `predict` and `export` (in the ONNX model's metadata) follow it.
+    `tta_compare`: the augmentations notebook 04 scores side by side, with their time.
+    """
+
+    tta: TTA = "none"
+    tta_compare: list[TTA] = Field(default_factory=lambda: list(TTA_MODES), min_length=1)
+
+
 class Settings(_Section):
     """Every value a run depends on."""
 
@@ -173,6 +187,7 @@ class Settings(_Section):
     optim: OptimSettings = OptimSettings()
     augment: AugmentSettings = AugmentSettings()
     train: TrainSettings
+    evaluate: EvaluateSettings = EvaluateSettings()
     runs_dir: str = "runs"
     reports_dir: str = "reports"
 

@@ -9,6 +9,7 @@ exported model against PyTorch on the run's own validation photos before it is k
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,7 +62,8 @@ def run_model(profile: Profile) -> tuple[nn.Module, ModelCard]:
             f"{files.metrics} is for {describe_classes(chosen.classes)}, but the run has "
             f"{describe_classes(classes)} (run.json): evaluate the run again."
         )
-    return model, model_card(checkpoint, classes, chosen, str(path))
+    card = model_card(checkpoint, classes, chosen, str(path))
+    return model, dataclasses.replace(card, tta=profile.settings.evaluate.tta)
 
 
 def checkpoint_model(

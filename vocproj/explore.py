@@ -2,7 +2,8 @@
 
 Notebook 00 summarises the splits (`summarise_split`, `write_dataset_summary`, which REPORT.md
 reads back) and draws the example grid, objects per image and image sizes; notebooks 01-03 show
-their phase's augmentation on a few images (`plot_augmentation_preview`). Every figure function
+their phase's augmentation on a few images (`plot_augmentation_preview`); notebook 04 shows each
+class's most confident mistakes (`plot_mistakes`, from mistakes.json). Every figure function
 returns its Figure and, given a path, writes it as a PNG with stable bytes (`plots.save_figure`).
 """
 
@@ -38,6 +39,8 @@ from vocproj.voc import (
 )
 
 IMAGE_GRID_WIDTH_IN = 6.0  # image grids are narrower than charts: photos make large PNGs
+MISTAKE_ROWS = 20  # classes shown in a mistakes grid (those whose worst mistake is worst)
+MISTAKE_KINDS = {"false_positives": "most confident false positives", "missed": "most missed"}
 
 
 # ---------------------------------------------------------------- split statistics
@@ -289,3 +292,53 @@ def history_table(history: Sequence[Mapping[str, Any]], phase: int | None = None
                 f"| {float(row['train_images_per_second']):.1f} |"
             )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the model's mistakes
+
+
+def worst_classes(mistakes: Mapping[str, Any], kind: str, count: int) -> list[str]:
+    """The `count` classes whose first entry of `kind` is the worst mistake, in class order."""
+    lists = mistakes["classes"]
+    with_entries = [name for name in lists if lists[name][kind]]
+
+    def badness(name: str) -> float:
+        score = lists[name][kind][0]["score"]
+        return score if kind == "false_positives" else 1.0 - score
+
+    chosen = set(sorted(with_entries, key=badness, reverse=True)[:count])
+    return [name for name in with_entries if name in chosen]
+
+
+def mistake_title(entry: Mapping[str, Any], name: str, kind: str) -> str:
+    """`id  name 0.93` then what the image holds (false positive) or what was predicted."""
+    if kind == "false_positives":
+        detail = "holds: " + (", ".join(entry["labels"]) or "no class")
+    else:
+        detail = "predicted: " + (", ".join(entry["predicted"]) or "nothing")
+    return f"{entry['id']}  {name} {entry['score']:.2f}\n{detail}"
+
+
+def plot_mistakes(
+    mistakes: Mapping[str, Any],
+    image_paths: Mapping[str, Path],
+    kind: str,
+    path: PathLike | None = None,
+    per_class: int = 4,
+) -> Figure:
+    """One row per class: its `per_class` most confident false positives or most missed images."""
+    names = worst_classes(mistakes, kind, MISTAKE_ROWS)
+    rows = max(1, len(names))
+    fig, axes = new_figure(
+        1.55 * rows + 0.5, IMAGE_GRID_WIDTH_IN, nrows=rows, ncols=per_class, squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for row, name in enumerate(names):
+        for column, entry in enumerate(mistakes["classes"][name][kind][:per_class]):
+            ax = axes[row, column]
+            ax.imshow(open_rgb(image_paths[entry["id"]]))
+            ax.set_title(mistake_title(entry, name, kind), fontsize=6)
+    shown = "" if len(names) == len(mistakes["classes"]) else f" ({len(names)} worst classes)"
+    fig.suptitle(f"Each class's {MISTAKE_KINDS[kind]}{shown}")
+    return finish_figure(fig, path)

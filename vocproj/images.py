@@ -6,7 +6,10 @@ One decoder serves every place a person hands vocproj a picture (the browser's u
 on white) and refuses decompression bombs. `model_input` is the evaluation preprocessing
 (resize the shorter side, centre crop, scale to [0, 1], normalise) written out in numpy so that
 it runs without PyTorch; it equals torchvision's `eval` preset of vocproj/transforms.py
-(tests/test_images.py holds it to that on real photos).
+(tests/test_images.py holds it to that on real photos). `model_views` adds test-time
+augmentation: the input and its mirror image, torchvision's five crops (the four corners and
+the centre of the image resized to S / 0.875, ImageNet's 224-of-256), or the five and their
+mirror images; a prediction is the mean of the views' probabilities.
 
 Nothing here imports torch: a service with onnxruntime, numpy and Pillow runs it.
 """
@@ -17,13 +20,17 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vocproj.errors import VocprojError
 
+TTA = Literal["none", "hflip", "five_crop", "five_crop_flip"]
+TTA_MODES: tuple[str, ...] = get_args(TTA)
+TTA_VIEWS = {"none": 1, "hflip": 2, "five_crop": 5, "five_crop_flip": 10}  # views per image
+FIVE_CROP_SCALE = 0.875  # the crop side over the resized shorter side: 224 of 256
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
@@ -108,7 +115,44 @@ def resize_centre_crop(image: Image.Image, size: int) -> Image.Image:
 
 def model_input(image: Image.Image, size: int, normalisation: Normalisation) -> np.ndarray:
     """One RGB image as the network's 3×S×S float32 input (the `eval` preset, in numpy)."""
-    pixels = np.asarray(resize_centre_crop(image, size), dtype=np.float32) * np.float32(1 / 255)
+    return normalised(np.asarray(resize_centre_crop(image, size)), normalisation)
+
+
+def normalised(pixels: np.ndarray, normalisation: Normalisation) -> np.ndarray:
+    """H×W×3 uint8 pixels as the network's 3×H×W float32 input."""
+    scaled = pixels.astype(np.float32) * np.float32(1 / 255)
     mean = np.asarray(normalisation.mean, dtype=np.float32)
     std = np.asarray(normalisation.std, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+    return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
+
+
+def five_crop_boxes(width: int, height: int, size: int) -> list[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of torchvision's FiveCrop: top-left, top-right, bottom-left,
+    bottom-right, centre."""
+    right, bottom = width - size, height - size
+    left, top = round(right / 2.0), round(bottom / 2.0)
+    corners = [(0, 0), (right, 0), (0, bottom), (right, bottom), (left, top)]
+    return [(x, y, x + size, y + size) for x, y in corners]
+
+
+def five_crops(image: Image.Image, size: int) -> list[Image.Image]:
+    """The five crops of `size` from the image resized to a shorter side of size / 0.875."""
+    resized_side = round(size / FIVE_CROP_SCALE)
+    shape = resized_shape(image.width, image.height, resized_side)
+    resized = image.resize(shape, Image.Resampling.BILINEAR) if shape != image.size else image
+    return [resized.crop(box) for box in five_crop_boxes(*resized.size, size)]
+
+
+def model_views(
+    image: Image.Image, size: int, normalisation: Normalisation, tta: str = "none"
+) -> np.ndarray:
+    """The V×3×S×S inputs of one image under a test-time augmentation (V = 1, 2, 5 or 10)."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; expected one of {TTA_MODES}")
+    if tta in ("none", "hflip"):
+        views = [model_input(image, size, normalisation)]
+    else:
+        views = [normalised(np.asarray(crop), normalisation) for crop in five_crops(image, size)]
+    if tta in ("hflip", "five_crop_flip"):
+        views += [np.ascontiguousarray(view[:, :, ::-1]) for view in views]
+    return np.stack(views)

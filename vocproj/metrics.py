@@ -18,6 +18,9 @@ Conventions (each one is tested in tests/test_metrics.py):
 - Best threshold: the highest value on the grid; ties go to the lower threshold.
 - Top-k ranks every image, difficult ones included; precision@k counts a hit when label == 1,
   so a difficult-only image in the top k counts as a miss.
+- Mistakes: a class's false positives are its label-0 images, highest score first; its missed
+  images are its label-1 images, lowest score first; both keep tied scores in input order.
+  Difficult-only images (-1) are neither.
 
 metrics.json schema (version 1); every float may be null where it is undefined (never NaN):
 
@@ -38,6 +41,18 @@ metrics.json schema (version 1); every float may be null where it is undefined (
   with thresholds picked on one half of the images and scored on the other, both ways round
 - ``precision_at_k``: {"k", "per_class": {class: value}, "mean"}
 - ``study``: {"best_precision": 0.8565…, "threshold": 0.4} — the original study's report
+
+mistakes.json (``mistakes``; write_metrics lists k = 20 images per class and kind):
+
+- ``k``: int, the most images listed per class and kind (fewer when there are fewer candidates)
+- ``thresholds``: {class: threshold} that ``predicted`` is cut at; by default every class has
+  ``best_threshold_f1``'s threshold, or 0.5 when that is null
+- ``classes``: {class: {"false_positives": [entry], "missed": [entry]}}, in class order: the k
+  highest-scored label-0 images, highest first, and the k lowest-scored label-1 images, lowest
+  first
+- entry: {"rank": 1, 2, …, "id", "score": the class's probability, "labels": the image's label-1
+  classes, "difficult": its label -1 classes (both in class order), "predicted": the classes with
+  probability >= their threshold, highest probability first (ties in class order)}
 """
 
 from __future__ import annotations
@@ -51,14 +66,17 @@ from typing import Any
 
 import numpy as np
 
-from vocproj.artifacts import METRICS_FILE, TOP_K_FILE
+from vocproj.artifacts import METRICS_FILE, MISTAKES_FILE, TOP_K_FILE
 from vocproj.errors import ScoresError, VocprojError
 from vocproj.io import atomic_write, atomic_write_json
+from vocproj.predict import labels_at_threshold
 
 SCHEMA_VERSION = 1
 THRESHOLDS = np.round(np.arange(20) * 0.05, 2)
 STUDY_BEST_PRECISION = 0.8565135759676487
 STUDY_THRESHOLD = 0.4
+MISTAKES_K = 20
+FALLBACK_THRESHOLD = 0.5  # labels mistakes.json's images when no threshold has a macro F1
 DIFFICULT = -1
 SCORE_ARRAYS = ("ids", "scores", "labels", "classes")
 _FIX = "rewrite it with vocproj.metrics.save_scores (notebook 04 / the evaluate step does this)"
@@ -172,6 +190,11 @@ def _strings(array: np.ndarray, name: str, fail: Callable[[str], ScoresError]) -
 def descending_order(scores_1d: np.ndarray) -> np.ndarray:
     """Indices by descending score; a stable sort, so tied scores keep their input order."""
     return np.argsort(-np.asarray(scores_1d, dtype=np.float64), kind="stable")
+
+
+def ascending_order(scores_1d: np.ndarray) -> np.ndarray:
+    """Indices by ascending score; a stable sort, so tied scores keep their input order."""
+    return np.argsort(np.asarray(scores_1d, dtype=np.float64), kind="stable")
 
 
 def _cumulative_hits(
@@ -467,6 +490,84 @@ def precision_at_k(ranking: dict[str, list[dict[str, Any]]]) -> dict[str, float]
     }
 
 
+def f1_best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """metrics.json's ``best_threshold_f1`` threshold, or 0.5 when no threshold has a macro F1."""
+    sweep = threshold_sweep(scores, labels)
+    pick = best_threshold(sweep.counts.macro_f1, sweep.thresholds)
+    return FALLBACK_THRESHOLD if pick is None else pick[0]
+
+
+def mistakes(
+    ids: Sequence[str],
+    scores: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    k: int = MISTAKES_K,
+    thresholds: np.ndarray | Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Each class's k most confident false positives and k most missed images (mistakes.json).
+
+    `thresholds` (one per class) decide each entry's ``predicted`` classes; None uses the
+    F1-best global threshold for every class (`f1_best_threshold`).
+    """
+    if k < 1:
+        raise VocprojError(f"mistakes needs k >= 1, got {k}; pass a positive number of images.")
+    cut = _class_thresholds(scores, labels, len(classes), thresholds)
+
+    def entries(rows: np.ndarray, c: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "rank": rank,
+                "id": ids[row],
+                "score": float(scores[row, c]),
+                **_image_labels(scores[row], labels[row], classes, cut),
+            }
+            for rank, row in enumerate(rows[:k], start=1)
+        ]
+
+    per_class = {}
+    for c, name in enumerate(classes):
+        negatives = np.flatnonzero(labels[:, c] == 0)
+        positives = np.flatnonzero(labels[:, c] == 1)
+        per_class[name] = {
+            "false_positives": entries(negatives[descending_order(scores[negatives, c])], c),
+            "missed": entries(positives[ascending_order(scores[positives, c])], c),
+        }
+    thresholds_json = {name: float(t) for name, t in zip(classes, cut, strict=True)}
+    return {"k": k, "thresholds": thresholds_json, "classes": per_class}
+
+
+def _class_thresholds(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    thresholds: np.ndarray | Sequence[float] | None,
+) -> np.ndarray:
+    """The given per-class thresholds, checked, or the F1-best global one for every class."""
+    if thresholds is None:
+        return np.full(n_classes, f1_best_threshold(scores, labels))
+    cut = np.asarray(thresholds, dtype=np.float64)
+    if cut.shape != (n_classes,) or not np.all(np.isfinite(cut)):
+        raise VocprojError(
+            f"mistakes needs one finite threshold per class ({n_classes}), got {cut.tolist()}; "
+            "fill classes without one with fill_missing."
+        )
+    return cut
+
+
+def _image_labels(
+    scores_row: np.ndarray, labels_row: np.ndarray, classes: Sequence[str], cut: np.ndarray
+) -> dict[str, list[str]]:
+    """An image's present and difficult-only classes, and those predicted at `cut`."""
+    return {
+        "labels": [name for name, flag in zip(classes, labels_row, strict=True) if flag == 1],
+        "difficult": [
+            name for name, flag in zip(classes, labels_row, strict=True) if flag == DIFFICULT
+        ],
+        "predicted": [name for name, _ in labels_at_threshold(classes, scores_row, cut)],
+    }
+
+
 # ---------------------------------------------------------------- metrics.json
 
 
@@ -485,9 +586,9 @@ def compute_metrics(scores: Scores, *, k: int = 50, seed: int = 0) -> dict[str, 
         "classes": list(classes),
         "n_positive": _per_class(classes, (labels == 1).sum(axis=0)),
         "n_difficult": _per_class(classes, (labels == DIFFICULT).sum(axis=0)),
-        "map": _json_float(map_),
+        "map": json_float(map_),
         "ap": _per_class(classes, ap),
-        "map_voc07": _json_float(map07),
+        "map_voc07": json_float(map07),
         "ap_voc07": _per_class(classes, ap07),
         "thresholds": [float(t) for t in sweep.thresholds],
         "sweep": _sweep_json(sweep.counts),
@@ -507,14 +608,17 @@ def write_metrics(
     *,
     k: int = 50,
 ) -> dict[str, Any]:
-    """Write metrics.json and top50.json for a scores file into `out_dir`; return the metrics."""
+    """Write metrics.json, top50.json and mistakes.json for a scores file into `out_dir`.
+
+    Returns the metrics.
+    """
     scores = load_scores(scores_npz)
     out = Path(out_dir)
     metrics = compute_metrics(scores, k=k)
+    arrays = (scores.ids, scores.scores, scores.labels, scores.classes)
     atomic_write_json(out / METRICS_FILE, metrics)
-    atomic_write_json(
-        out / TOP_K_FILE, top_k(scores.ids, scores.scores, scores.labels, scores.classes, k)
-    )
+    atomic_write_json(out / TOP_K_FILE, top_k(*arrays, k))
+    atomic_write_json(out / MISTAKES_FILE, mistakes(*arrays))
     return metrics
 
 
@@ -533,20 +637,20 @@ def _at_threshold_json(scores: Scores, threshold: float | None) -> dict[str, Any
     counts = count_outcomes(scores.scores, scores.labels, np.full(len(scores.classes), threshold))
     per_class = {
         name: {
-            "precision": _json_float(counts.precision[c]),
-            "recall": _json_float(counts.recall[c]),
-            "f1": _json_float(counts.f1[c]),
+            "precision": json_float(counts.precision[c]),
+            "recall": json_float(counts.recall[c]),
+            "f1": json_float(counts.f1[c]),
         }
         for c, name in enumerate(scores.classes)
     }
-    summary = {key: _json_float(value) for key, value in multilabel_summary(counts).items()}
+    summary = {key: json_float(value) for key, value in multilabel_summary(counts).items()}
     return {
         "threshold": threshold,
         **summary,
-        "macro_precision_zero": _json_float(counts.macro_precision_zero),
-        "macro_precision_skip": _json_float(counts.macro_precision_skip),
-        "macro_recall": _json_float(counts.macro_recall),
-        "macro_f1": _json_float(counts.macro_f1),
+        "macro_precision_zero": json_float(counts.macro_precision_zero),
+        "macro_precision_skip": json_float(counts.macro_precision_skip),
+        "macro_recall": json_float(counts.macro_recall),
+        "macro_f1": json_float(counts.macro_f1),
         "per_class": per_class,
     }
 
@@ -560,13 +664,13 @@ def _cross_fit_json(scores: Scores, sweep: Sweep, seed: int) -> dict[str, Any]:
         "seed": seed,
         "global": {
             "val_on_val": None if best is None else best[1],
-            "cross_fitted": _json_float(fitted.macro_f1_global),
+            "cross_fitted": json_float(fitted.macro_f1_global),
             "fold_thresholds": _json_list(fitted.fold_thresholds),
             "fold_macro_f1": _json_list(fitted.fold_macro_f1_global),
         },
         "per_class": {
-            "val_on_val": _json_float(macro_f1_at(scores.scores, scores.labels, own_per_class)),
-            "cross_fitted": _json_float(fitted.macro_f1_per_class),
+            "val_on_val": json_float(macro_f1_at(scores.scores, scores.labels, own_per_class)),
+            "cross_fitted": json_float(fitted.macro_f1_per_class),
             "fold_macro_f1": _json_list(fitted.fold_macro_f1_per_class),
         },
     }
@@ -579,14 +683,14 @@ def _pick_json(pick: tuple[float, float] | None, value_key: str) -> dict[str, fl
 def _per_class(classes: Sequence[str], values: np.ndarray) -> dict[str, Any]:
     if values.dtype.kind in "iu":
         return {name: int(value) for name, value in zip(classes, values, strict=True)}
-    return {name: _json_float(value) for name, value in zip(classes, values, strict=True)}
+    return {name: json_float(value) for name, value in zip(classes, values, strict=True)}
 
 
 def _json_list(values: Sequence[float] | np.ndarray) -> list[float | None]:
-    return [_json_float(value) for value in values]
+    return [json_float(value) for value in values]
 
 
-def _json_float(value: float) -> float | None:
+def json_float(value: float) -> float | None:
     """A plain float, or None where it is NaN (JSON has no NaN)."""
     value = float(value)
     return None if np.isnan(value) else value

@@ -27,6 +27,8 @@ from vocproj.artifacts import (
     METRIC_FIGURES,
     PER_CLASS_AP_FIGURE,
     PR_CURVES_FIGURE,
+    RELIABILITY_FIGURE,
+    RELIABILITY_PER_CLASS_FIGURE,
     THRESHOLD_SWEEP_FIGURE,
 )
 from vocproj.errors import VocprojError
@@ -278,16 +280,7 @@ def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
         _pr_title(name, ap, 0.9 * panel_in * POINTS_PER_INCH, title_pt)
         for name, ap in zip(scores.classes, aps, strict=True)
     ]
-    fig, axes = new_figure(
-        n_rows * _pr_row_height_in(panel_in, titles, title_pt) + 0.6,
-        width_in,
-        nrows=n_rows,
-        ncols=n_columns,
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-    )
-    _set_pr_scales(axes[0, 0])
+    fig, axes = _panel_grid(n_rows, n_columns, width_in, titles, title_pt, margin_in=0.6)
     for c, ax in enumerate(axes.flat):
         if c < n_classes:
             _draw_pr_curve(ax, scores.scores[:, c], scores.labels[:, c], aps[c])
@@ -303,6 +296,29 @@ def plot_pr_curves(scores: Scores, path: PathLike | None = None) -> Figure:
     fig.suptitle("Precision–recall per class (fractions; shaded area = VOC AP)")
     fig.get_layout_engine().set(wspace=0.04)
     return finish_figure(fig, path)
+
+
+def _panel_grid(
+    n_rows: int,
+    n_columns: int,
+    width_in: float,
+    titles: Sequence[str],
+    title_pt: float,
+    margin_in: float,
+) -> tuple[Figure, np.ndarray]:
+    """A grid of square unit panels sharing both axes, rows as tall as their titles need."""
+    panel_in = width_in / n_columns
+    fig, axes = new_figure(
+        n_rows * _pr_row_height_in(panel_in, titles, title_pt) + margin_in,
+        width_in,
+        nrows=n_rows,
+        ncols=n_columns,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    _set_pr_scales(axes[0, 0])
+    return fig, axes
 
 
 def grid_columns(n_panels: int) -> int:
@@ -330,11 +346,7 @@ def _pr_title(name: str, ap: float, budget_pt: float, fontsize: float) -> str:
     Otherwise the name is wrapped over as few lines of even length as fit, above the AP.
     """
     separator, detail = (": ", "no positives") if math.isnan(ap) else ("  ", f"AP {ap:.3f}")
-    one_line = f"{name}{separator}{detail}"
-    if _text_width_pt(one_line, fontsize) <= budget_pt:
-        return one_line
-    n_lines = math.ceil(_text_width_pt(name, fontsize) / budget_pt)
-    return "\n".join([*textwrap.wrap(name, math.ceil(len(name) / n_lines)), detail])
+    return _panel_title(name, separator, detail, budget_pt, fontsize)
 
 
 def _text_width_pt(text: str, fontsize: float) -> float:
@@ -488,3 +500,168 @@ def write_metric_figures(
     plot_per_class_ap(metrics, out / PER_CLASS_AP_FIGURE)
     plot_pr_curves(scores, out / PR_CURVES_FIGURE)
     return [out / name for name in METRIC_FIGURES]
+
+
+# ---------------------------------------------------------------- calibration
+
+CURVE_STYLES = {  # calibration.json's variants: raw, after one temperature, after per-class ones
+    "before": {"color": "0.35", "marker": "o"},
+    "single": {"color": "tab:blue", "marker": "s"},
+    "per_class": {"color": "tab:orange", "marker": "^"},
+}
+DIAGONAL_STYLE = {"color": "0.6", "linestyle": "--", "linewidth": 1}
+
+
+def plot_reliability(calibration: Mapping[str, Any], path: PathLike | None = None) -> Figure:
+    """Pooled reliability diagram of calibration.json, before and after temperature scaling.
+
+    Observed frequency of positives against mean probability per bin, all classes' non-difficult
+    entries pooled; below, the entries per bin on a log scale. The "after" curves apply the
+    temperatures fitted on all val images to those images (in-sample); the legend gives each
+    curve's ECE there and its cross-fitted held-out ECE.
+    """
+    fig, (ax, counts_ax) = new_figure(
+        6.5, nrows=2, sharex=True, gridspec_kw={"height_ratios": (3, 1)}
+    )
+    ax.plot([0, 1], [0, 1], **DIAGONAL_STYLE, label="perfect calibration")
+    single_t = calibration["temperature"]["single"]["all_val"]
+    names = {
+        "before": "raw probabilities",
+        "single": f"single temperature T = {single_t:.2f}",
+        "per_class": "per-class temperatures",
+    }
+    for variant, name in names.items():
+        bins = _pooled_bins(calibration, variant)
+        held_out = calibration["pooled"]["held_out"]["ece"][variant]
+        label = f"{name}: ECE {_ece_text(bins['ece'])} (held-out {_ece_text(held_out)})"
+        _draw_bins(ax, bins, variant, label, markersize=4)
+        counts = [entry["count"] for entry in bins["bins"]]
+        counts_ax.stairs(counts, _bin_edges(bins["bins"]), color=CURVE_STYLES[variant]["color"])
+    ax.set(
+        title="Reliability, all classes pooled (difficult excluded)\n"
+        "after: temperatures fitted on all val images, applied to them (in-sample)",
+        ylabel="observed frequency of positives",
+        xlim=(0.0, 1.0),
+        ylim=(0.0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    counts_ax.set_yscale("log")
+    counts_ax.set(xlabel="mean predicted probability in the bin", ylabel="entries (count)")
+    counts_ax.grid(alpha=0.3)
+    return finish_figure(fig, path)
+
+
+def plot_reliability_per_class(
+    calibration: Mapping[str, Any], path: PathLike | None = None
+) -> Figure:
+    """One reliability panel per class of calibration.json: before and after its temperature.
+
+    The "after" curve applies the class's temperature fitted on all val images to those images
+    (in-sample); each title gives the ECE before → after. The grid is laid out as in
+    `plot_pr_curves`, for 2 to 100 classes.
+    """
+    classes = calibration["classes"]
+    n_classes = len(classes)
+    n_columns = grid_columns(n_classes)
+    n_rows = math.ceil(n_classes / n_columns)
+    width_in = max(WIDTH_IN, n_columns * MIN_PR_PANEL_IN)
+    panel_in = width_in / n_columns
+    title_pt, tick_pt = class_fontsize(n_classes, SMALL_PT), class_fontsize(n_classes, TICK_PT)
+    panels = [
+        (calibration["per_class"][name], calibration["after_temperature"]["per_class"][name])
+        for name in classes
+    ]
+    titles = [
+        _reliability_title(name, before, after, 0.9 * panel_in * POINTS_PER_INCH, title_pt)
+        for name, (before, after) in zip(classes, panels, strict=True)
+    ]
+    fig, axes = _panel_grid(n_rows, n_columns, width_in, titles, title_pt, margin_in=0.9)
+    for c, ax in enumerate(axes.flat):
+        if c < n_classes:
+            _draw_reliability_panel(ax, *panels[c])
+            ax.set_title(titles[c], fontsize=title_pt)
+            ax.tick_params(labelsize=tick_pt)
+        else:
+            ax.set_axis_off()
+    for ax in _lowest_panels(axes, n_classes):
+        ax.set_xlabel("mean probability", fontsize=tick_pt)
+        ax.tick_params(labelbottom=True)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("frequency", fontsize=tick_pt)
+    fig.suptitle(
+        "Reliability per class (difficult excluded; title: ECE before → after)\n"
+        "after: the class's temperature fitted on all val images, applied to them (in-sample)"
+    )
+    fig.legend(handles=axes[0, 0].lines, loc="outside lower center", ncols=3, fontsize="small")
+    fig.get_layout_engine().set(wspace=0.04)
+    return finish_figure(fig, path)
+
+
+def _pooled_bins(calibration: Mapping[str, Any], variant: str) -> Mapping[str, Any]:
+    """The pooled {"ece", "bins", …} of a variant: raw ("before") or after a temperature."""
+    if variant == "before":
+        return calibration["pooled"]
+    return calibration["after_temperature"]["pooled"][variant]
+
+
+def _draw_reliability_panel(ax: Axes, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    ax.grid(alpha=0.3)
+    ax.plot([0, 1], [0, 1], **DIAGONAL_STYLE, label="perfect calibration")
+    _draw_bins(ax, before, "before", "raw probabilities", markersize=2.5)
+    _draw_bins(ax, after, "per_class", "after the class's temperature", markersize=2.5)
+
+
+def _draw_bins(
+    ax: Axes, bins: Mapping[str, Any], variant: str, label: str, markersize: float
+) -> None:
+    """Frequency against mean probability of the non-empty bins, in the variant's style."""
+    filled = [entry for entry in bins["bins"] if entry["count"] > 0]
+    ax.plot(
+        [entry["mean_probability"] for entry in filled],
+        [entry["frequency"] for entry in filled],
+        **CURVE_STYLES[variant],
+        markersize=markersize,
+        linewidth=1.2,
+        label=label,
+    )
+
+
+def _bin_edges(bins: Sequence[Mapping[str, Any]]) -> list[float]:
+    return [bins[0]["lower"], *(entry["upper"] for entry in bins)]
+
+
+def _ece_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _reliability_title(
+    name: str,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    budget_pt: float,
+    fontsize: float,
+) -> str:
+    """'name  ECE 0.123 → 0.045' (or 'name: no entries'), the name wrapped when it is too wide."""
+    if before["ece"] is None:
+        return _panel_title(name, ": ", "no entries", budget_pt, fontsize)
+    detail = f"ECE {_ece_text(before['ece'])} → {_ece_text(after['ece'])}"
+    return _panel_title(name, "  ", detail, budget_pt, fontsize)
+
+
+def _panel_title(name: str, separator: str, detail: str, budget_pt: float, fontsize: float) -> str:
+    """`name + separator + detail` on one line when it fits `budget_pt`.
+
+    Otherwise the name is wrapped over as few lines of even length as fit, above `detail`.
+    """
+    one_line = f"{name}{separator}{detail}"
+    if _text_width_pt(one_line, fontsize) <= budget_pt:
+        return one_line
+    n_lines = math.ceil(_text_width_pt(name, fontsize) / budget_pt)
+    return "\n".join([*textwrap.wrap(name, math.ceil(len(name) / n_lines)), detail])
+
+
+def write_calibration_figures(calibration: Mapping[str, Any], folder: PathLike) -> None:
+    """The pooled and per-class reliability diagrams of calibration.json into `folder`."""
+    plot_reliability(calibration, Path(folder) / RELIABILITY_FIGURE)
+    plot_reliability_per_class(calibration, Path(folder) / RELIABILITY_PER_CLASS_FIGURE)

@@ -8,7 +8,7 @@ and normalisation, and the thresholds the run chose. Nothing here imports torch.
 
 Output files (`write_predictions`, by suffix):
 
-- `.json`: {"model", "classes", "thresholds": {class: t}, "threshold_rule",
+- `.json`: {"model", "classes", "thresholds": {class: t}, "threshold_rule", "tta",
   "predictions": [{"file", "labels": [class, ...], "probabilities": {class: p}}],
   "failures": [{"file", "error"}]};
 - `.csv`: one row per file: file, labels (";"-separated), error (empty when predicted), then one
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vocproj.errors import VocprojError
-from vocproj.images import ImageDecodeError, Normalisation, model_input, read_image
+from vocproj.images import TTA_MODES, ImageDecodeError, Normalisation, model_views, read_image
 from vocproj.io import atomic_write_text
 
 Engine = Callable[[np.ndarray], np.ndarray]
@@ -56,6 +56,7 @@ class ModelCard:
     threshold: float | None  # the run's F1-best global threshold (metrics.json)
     per_class_thresholds: Mapping[str, float | None] = field(default_factory=dict)
     source: str = ""
+    tta: str = "none"  # the test-time augmentation the run's thresholds were chosen with
 
     def to_metadata(self) -> dict[str, str]:
         """String key/value pairs for an ONNX model's metadata (values JSON-encoded)."""
@@ -72,6 +73,7 @@ class ModelCard:
                 f"normalisation.mean and divide by normalisation.std per channel; NCHW float32"
             ),
             "output": "probabilities: the sigmoid of each class's logit, in the order of classes",
+            "tta": self.tta,
         }
 
     @classmethod
@@ -93,12 +95,19 @@ class ModelCard:
                 threshold=json.loads(metadata["threshold"]),
                 per_class_thresholds=json.loads(metadata["per_class_thresholds"]),
                 source=source,
+                tta=_known_tta(metadata.get("tta", "none")),  # exported before TTA: none
             )
         except (KeyError, TypeError, ValueError) as err:
             raise PredictError(
                 f"{source}'s vocproj metadata is incomplete or malformed ({err!r}); export the "
                 f"model again with `python -m vocproj export`."
             ) from None
+
+
+def _known_tta(name: str) -> str:
+    if name not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {name!r}, not one of {TTA_MODES}")
+    return name
 
 
 # ------------------------------------------------------------------------------ thresholds
@@ -239,8 +248,9 @@ class Failure:
 
 
 def _decode(path: Path, card: ModelCard) -> np.ndarray | Failure:
+    """The file's V×3×S×S views under the card's test-time augmentation, or why not."""
     try:
-        return model_input(read_image(path), card.image_size, card.normalisation)
+        return model_views(read_image(path), card.image_size, card.normalisation, card.tta)
     except ImageDecodeError as err:
         return Failure(str(path), str(err))
 
@@ -276,7 +286,7 @@ def _run_batch(
     thresholds: Thresholds,
 ) -> Iterator[Prediction | Failure]:
     inputs = [item for item in decoded if isinstance(item, np.ndarray)]
-    probabilities = iter(engine(np.stack(inputs)) if inputs else [])
+    probabilities = iter(mean_over_views(engine, inputs) if inputs else [])
     for path, item in zip(chunk, decoded, strict=True):
         if isinstance(item, Failure):
             yield item
@@ -284,6 +294,13 @@ def _run_batch(
             scores = np.asarray(next(probabilities), dtype=float)
             labels = labels_at_threshold(card.classes, scores, thresholds.values)
             yield Prediction(str(path), scores, labels)
+
+
+def mean_over_views(engine: Engine, views: list[np.ndarray]) -> np.ndarray:
+    """Each image's probabilities, the mean over its views (one engine call for all)."""
+    per_image = len(views[0])
+    probabilities = engine(np.concatenate(views))
+    return probabilities.reshape(len(views), per_image, -1).mean(axis=1)
 
 
 def progress_bar(total: int, enabled: bool) -> Any:
@@ -348,6 +365,7 @@ def _json_document(
         "classes": list(card.classes),
         "thresholds": dict(zip(card.classes, map(float, thresholds.values), strict=True)),
         "threshold_rule": thresholds.rule,
+        "tta": card.tta,
         "predictions": [
             {
                 "file": r.file,

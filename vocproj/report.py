@@ -31,8 +31,11 @@ from torchvision.transforms import v2
 
 from vocproj.artifacts import (
     LOSS_FIGURE,
+    MISTAKES_FIGURE,
     PER_CLASS_AP_FIGURE,
     PR_CURVES_FIGURE,
+    RELIABILITY_FIGURE,
+    RELIABILITY_PER_CLASS_FIGURE,
     THRESHOLD_SWEEP_FIGURE,
     RunFiles,
     RunRecord,
@@ -42,6 +45,7 @@ from vocproj.artifacts import (
 )
 from vocproj.config import PhaseSettings, Profile, Settings
 from vocproj.errors import VocprojError
+from vocproj.images import TTA_MODES
 from vocproj.io import atomic_write_json, atomic_write_text
 from vocproj.metrics import best_threshold
 from vocproj.model import load_checkpoint
@@ -379,6 +383,9 @@ class ReportInputs:
     figures: frozenset[str]  # names of the files in reports/<profile>/figures
     record: RunRecord  # run.json: the classes, the data
     probe: dict[str, Any] | None = None  # probe.json: the linear-probe yardstick, if computed
+    tta: dict[str, Any] | None = None  # tta.json: each test-time augmentation's mAP and time
+    mistakes: dict[str, Any] | None = None  # mistakes.json
+    calibration: dict[str, Any] | None = None  # calibration.json
 
 
 def gather_inputs(profile: Profile) -> ReportInputs:
@@ -407,6 +414,9 @@ def gather_inputs(profile: Profile) -> ReportInputs:
         figures=frozenset(path.name for path in files.figures.glob("*.png")),
         record=read_record(files),
         probe=_read_optional_json(files.probe),
+        tta=_read_optional_json(files.tta),
+        mistakes=_read_optional_json(files.mistakes),
+        calibration=_read_optional_json(files.calibration),
     )
 
 
@@ -441,6 +451,9 @@ def render_report(inputs: ReportInputs) -> str:
         _study(inputs),
         _yardstick(inputs),
         _per_class(inputs),
+        _test_time_augmentation(inputs),
+        _mistakes(inputs),
+        _calibration(inputs),
         _hardware_and_time(inputs),
         _reproduce(inputs),
     ]
@@ -654,9 +667,128 @@ Precision–recall curves of every class: [figures/{PR_CURVES_FIGURE}](figures/{
 """
 
 
+def tta_table(tta: Mapping[str, Any]) -> str:
+    """Each test-time augmentation's views, mAP, gain over none and time (tta.json)."""
+    modes = tta["modes"]
+    plain = modes.get("none", {}).get("map")
+    rows = [
+        [
+            f"**{mode}**" if mode == tta["chosen"] else mode, row["views"], fmt(row["map"]),
+            "" if plain is None or mode == "none" else f"{row['map'] - plain:+.4f}",
+            fmt(row["map_voc07"]), format_seconds(row["seconds"]),
+            f"{row['images_per_second']:.1f}",
+        ]
+        for mode, row in sorted(modes.items(), key=lambda item: TTA_MODES.index(item[0]))
+    ]  # fmt: skip
+    headers = ["test-time augmentation", "views", "mAP", "vs none", "11-point mAP", "time",
+               "images/s"]  # fmt: skip
+    return markdown_table(headers, rows)
+
+
+def mistakes_table(mistakes: Mapping[str, Any], per_class: int = 3) -> str:
+    """Each class's few most confident false positives and most missed images, as ids and scores."""
+
+    def listed(entries: Sequence[Mapping[str, Any]]) -> str:
+        return ", ".join(f"{e['id']} ({e['score']:.2f})" for e in entries[:per_class]) or "none"
+
+    rows = [
+        [name, listed(lists["false_positives"]), listed(lists["missed"])]
+        for name, lists in mistakes["classes"].items()
+    ]
+    headers = ["class", "most confident false positives (score)", "most missed (score)"]
+    return markdown_table(headers, rows, align="lll")
+
+
+def calibration_table(calibration: Mapping[str, Any]) -> str:
+    """ECE and NLL on held-out halves before and after temperature scaling, pooled and macro."""
+    held = calibration["pooled"]["held_out"]
+    rows = [
+        [label, fmt(held[key]["before"]), fmt(held[key]["single"]), fmt(held[key]["per_class"])]
+        for label, key in (("pooled ECE", "ece"), ("mean per-class ECE", "macro_ece"),
+                           ("pooled NLL (mean BCE)", "nll"))
+    ]  # fmt: skip
+    headers = ["held out (cross-fitted)", "before", "one temperature", "one per class"]
+    return markdown_table(headers, rows)
+
+
+def temperature_line(calibration: Mapping[str, Any]) -> str:
+    """The temperatures fitted on all of val, in words."""
+    single = calibration["temperature"]["single"]
+    per_class = calibration["temperature"]["per_class"]["all_val"].values()
+    return (
+        f"Fitted on all {calibration['n_images']} validation images: one temperature "
+        f"T = {single['all_val']:.3f} (the two halves: "
+        f"{', '.join(f'{t:.3f}' for t in single['folds'])}); per class T from "
+        f"{min(per_class):.3f} to {max(per_class):.3f}. T > 1 means the probabilities were "
+        f"too confident."
+    )
+
+
+def _test_time_augmentation(inputs: ReportInputs) -> str:
+    if inputs.tta is None:
+        return ""
+    tta = inputs.tta
+    return f"""
+## 6. Test-time augmentation
+
+The {tta["images"]} {tta["split"]} images scored with the mean probability over several views
+of each (`tta.json`): the image and its mirror (`hflip`), torchvision's five crops of the image
+resized to 8/7 of the input size (`five_crop`), or those five and their mirrors. Each decodes the
+files and runs its views the same way, so the times compare like with like. The run's
+evaluation, thresholds and mistakes use **{tta["chosen"]}** (`evaluate.tta`), and `predict` and
+`export` follow it.
+
+{tta_table(tta)}
+"""
+
+
+def _mistakes(inputs: ReportInputs) -> str:
+    if inputs.mistakes is None:
+        return ""
+    fp_figure = MISTAKES_FIGURE.format(kind="false_positives")
+    missed_figure = MISTAKES_FIGURE.format(kind="missed")
+    return f"""
+## 7. The most confident mistakes
+
+For each class, the validation images without it that scored highest for it (false positives)
+and the images with it that scored lowest (missed), difficult-only ones left out
+(`mistakes.json` lists {inputs.mistakes["k"]} of each; the browser's Mistakes tab shows them with
+their labels and Grad-CAM).
+
+{mistakes_table(inputs.mistakes)}
+
+Grids: [false positives](figures/{fp_figure}), [missed](figures/{missed_figure}).
+"""
+
+
+def _calibration(inputs: ReportInputs) -> str:
+    if inputs.calibration is None:
+        return ""
+    calibration = inputs.calibration
+    return f"""
+## 8. Calibration
+
+Do the probabilities mean what they say? Expected calibration error (ECE:
+{calibration["bins"]} equal-width bins, the count-weighted gap between mean probability and
+observed frequency) over every non-difficult class-image pair, and temperature scaling
+(probability = sigmoid(logit / T)), fitted on one half of the validation images and scored on
+the other, both ways round (`calibration.json`). Temperature keeps each class's ranking, so AP
+and mAP are unchanged; it moves the probabilities a threshold is compared with. It is reported,
+not applied: the run's thresholds and `predict` use the probabilities as trained.
+
+{calibration_table(calibration)}
+
+{temperature_line(calibration)}
+
+{_figure(inputs, RELIABILITY_FIGURE, "reliability diagram before and after temperature scaling")}
+
+Per class: [figures/{RELIABILITY_PER_CLASS_FIGURE}](figures/{RELIABILITY_PER_CLASS_FIGURE}).
+"""
+
+
 def _hardware_and_time(inputs: ReportInputs) -> str:
     return f"""
-## 6. Hardware and wall time
+## 9. Hardware and wall time
 
 {_hardware(inputs.environment)}
 
@@ -716,7 +848,7 @@ def _reproduce(inputs: ReportInputs) -> str:
         f"vocproj {inputs.best['version']} trained this run."
     )
     return f"""
-## 7. How to reproduce
+## 10. How to reproduce
 
 ```sh
 make report PROFILE={name}     # the data, the notebooks in order with papermill, this report

@@ -57,7 +57,7 @@ from vocproj.transforms import augmentations
 RUNTIME_ONLY_SETTINGS = {
     "data": ("root", "prefer_roots", "num_workers", "cache"),
     "train": ("device", "progress", "eval_batch_size", "compile"),
-    "": ("runs_dir", "reports_dir"),
+    "": ("runs_dir", "reports_dir", "evaluate"),  # evaluate: test-time augmentation, after training
 }
 LOSS_CHECK_EVERY = 16  # training batches between checks of the loss on the CPU
 
