@@ -1,4 +1,4 @@
-"""The prediction browser: the study's two-tab GUI as an ipywidgets app, with Grad-CAM heatmaps.
+"""The prediction browser: the study's two tabs as an ipywidgets app, a third of mistakes, Grad-CAM.
 
 "Predict Image" classifies an uploaded image at the chosen threshold (a live slider, or the
 per-class thresholds of metrics.json) and charts all 20 probabilities; "View Top50 Result" walks
