@@ -28,7 +28,6 @@ from vocproj.cache import (
     decoded_images,
     rotate_batch,
     shift_hue_batch,
-    uniform,
 )
 from vocproj.config import PARAMS_DIR, AugmentSettings, Profile, profile_from_mapping
 from vocproj.data import open_split
@@ -301,12 +300,31 @@ def random_images(count: int = 6, size: int = 40) -> torch.Tensor:
 
 def test_batched_rotation_equals_torchvision_rotate_for_each_angle():
     images = random_images().float() / 255
-    torch.manual_seed(1)
-    rotated = rotate_batch(images, (-10.0, 10.0))
-    torch.manual_seed(1)
-    angles = uniform(len(images), -10.0, 10.0).tolist()
-    for image, angle, result in zip(images, angles, rotated, strict=True):
+    angles = torch.tensor([-10.0, -7.3, -0.5, 0.0, 4.2, 10.0])
+    rotated = rotate_batch(images, angles)
+    for image, angle, result in zip(images, angles.tolist(), rotated, strict=True):
         assert torch.equal(result, F.rotate(image, angle))
+
+
+@pytest.mark.parametrize("preset", ["rotate", "jitter_flip"])
+def test_batched_augmentation_draws_what_each_image_draws_from_its_seed(preset: str):
+    """Image i with seed s_i: the batch gets the parameters torchvision draws for one image
+    with torch's generator seeded with s_i (the rotation, the jitter's order and factors, the
+    flip), so the batched and the per-item paths agree image by image."""
+    settings = AugmentSettings(phase3_keeps_rotation=True, hue=0.3, saturation=0.6)
+    randomness = augmentations(preset, settings)
+    images = random_images(12, size=24)
+    seeds = [1000 + 7 * index for index in range(len(images))]
+    batched = BatchAugment(randomness)(images, seeds)
+    expected = []
+    for image, seed in zip(images, seeds, strict=True):
+        torch.manual_seed(seed)
+        expected.append(v2.Compose(randomness)(image.float() / 255))
+    normalise = BatchAugment([]).normalise
+    assert torch.allclose(batched, normalise(torch.stack(expected)), atol=1e-4)
+    order = [1, 0, *range(2, len(images))]  # the same images and seeds in another order
+    again = BatchAugment(randomness)(images[order], [seeds[i] for i in order])
+    assert torch.equal(again, batched[order])
 
 
 def test_batched_saturation_and_hue_equal_torchvision_for_each_factor():

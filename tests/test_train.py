@@ -122,9 +122,9 @@ def test_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(
     calls = {"n": 0}
     real_loss = train_module.masked_bce
 
-    def loss_that_turns_nan_in_epoch_two(*args):
+    def loss_that_turns_nan_in_epoch_two(*args, **kwargs):
         calls["n"] += 1  # epoch 1 is 4 training batches and 1 validation call
-        loss = real_loss(*args)
+        loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 7 else loss
 
     monkeypatch.setattr(train_module, "masked_bce", loss_that_turns_nan_in_epoch_two)

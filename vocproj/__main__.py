@@ -3,6 +3,7 @@
 python -m vocproj sample --out DIR
 python -m vocproj download [--dataset NAME] --root DIR [--mirror URL ...] [--archive PATH ...]
 python -m vocproj train --profile sample --phase all
+torchrun --nproc_per_node N -m vocproj train --profile sample   (DDP: vocproj/distributed.py)
 python -m vocproj evaluate --profile sample
 python -m vocproj tta --profile voc2007-real [--modes none,hflip,five_crop,five_crop_flip]
 python -m vocproj metrics SCORES.npz --out DIR
@@ -55,16 +56,21 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Train in this process, or, under torchrun, in this process as one rank of a DDP run."""
     from vocproj.config import load_profile
+    from vocproj.distributed import process_group
+    from vocproj.runtime import select_device
     from vocproj.train import train_phases
 
     profile = load_profile(args.profile)
     count = len(profile.settings.train.phases)
     phases = range(1, count + 1) if args.phase == "all" else [int(args.phase)]
     started = time.perf_counter()
-    history = train_phases(profile, phases, retrain=args.retrain, progress=not args.no_progress)
+    train = profile.settings.train
+    with process_group(select_device(train.device).type, train.timeout_s) as world:
+        history = train_phases(profile, phases, retrain=args.retrain, progress=not args.no_progress)
     seconds = time.perf_counter() - started
-    if history:
+    if history and world.is_main:
         last = history[-1]
         print(
             f"trained {profile.profile} phase(s) {args.phase} in {seconds:.0f} s; last epoch: "

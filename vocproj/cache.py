@@ -57,7 +57,6 @@ from vocproj.voc import DifficultMode, LabelledSplit, VOCClassification, open_rg
 
 CACHE_FORMAT = 1  # bump when what the array holds changes: older caches are then rebuilt
 MAX_BUILD_PROCESSES = 8
-BatchStep = Callable[[torch.Tensor], torch.Tensor]
 
 # ---------------------------------------------------------------------------------------------
 # The cache files
@@ -243,11 +242,11 @@ class CachedVOCClassification(VOCClassification):
             return F.pil_to_tensor(self.randomness(self.stored_image(index)))
         return torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
 
-    def batches(self, on_device: bool) -> tuple[UInt8Items, BatchStep]:
+    def batches(self, on_device: bool) -> tuple[UInt8Items, BatchAugment]:
         """The uint8 items to batch and the step that finishes a batch on the device.
 
-        `on_device`: the random part runs batched on the device (for a GPU); otherwise each
-        item gets it on the CPU and the device only normalises.
+        `on_device`: the random part runs batched on the device (for a GPU), given each image's
+        seed; otherwise each item gets it on the CPU and the device only normalises.
         """
         items = UInt8Items(self, augmented=not on_device)
         return items, self.batch_augment if on_device else BatchAugment([], self.normalisation)
@@ -280,10 +279,11 @@ class BatchAugment:
     Returns the batch as normalised float32, as the preset's per-item transform does (the same
     kernels: without random transforms the result is bit-identical). RandomRotation (nearest,
     fill 0), ColorJitter's saturation and hue, and RandomHorizontalFlip run batched on the
-    batch's device; any other transform runs image by image. Random parameters are drawn from
-    torch's global CPU generator, so a seeded epoch draws the same ones on every device. As in
-    ColorJitter, saturation and hue come in a random order, drawn once per batch. Nothing waits
-    for a GPU: parameters reach it in asynchronous copies from pinned memory.
+    batch's device; any other transform runs image by image. Image i's parameters come from a
+    CPU generator seeded with `seeds[i]` (vocproj/distributed.py `image_seed`), drawn in the
+    order torchvision draws them for one image, so they equal what the per-item transform draws
+    with torch's generator seeded alike; without seeds, the seeds come from torch's generator.
+    Nothing waits for a GPU: parameters reach it in asynchronous copies from pinned memory.
     """
 
     def __init__(
@@ -293,10 +293,12 @@ class BatchAugment:
         self.normalisation = normalisation
         self.mean_std: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         batch = F.to_dtype(images, torch.float32, scale=True)
-        for step in self.steps:
-            batch = step(batch)
+        if self.steps:
+            draws = Draws(len(batch) if seeds is None else seeds)
+            for step in self.steps:
+                batch = step(batch, draws)
         return self.normalise(batch)
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
@@ -311,18 +313,45 @@ class BatchAugment:
         return batch.sub(mean).div_(std)
 
 
+class Draws:
+    """Random parameters for each image of a batch, each image from its own seeded generator.
+
+    `seeds`: one per image, or a count of images whose seeds are drawn from torch's generator.
+    """
+
+    def __init__(self, seeds: Sequence[int] | int) -> None:
+        if isinstance(seeds, int):
+            seeds = torch.randint(2**62, (seeds,)).tolist()
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def uniform(self, low: float, high: float) -> torch.Tensor:
+        """One draw from U[low, high] per image, as torchvision's `torch.empty(1).uniform_`."""
+        return torch.cat([torch.empty(1).uniform_(low, high, generator=g) for g in self.generators])
+
+    def rand(self) -> torch.Tensor:
+        """One draw from U[0, 1) per image, as torchvision's `torch.rand(1)`."""
+        return torch.cat([torch.rand(1, generator=g) for g in self.generators])
+
+    def permutations(self, n: int) -> torch.Tensor:
+        """One random permutation of range(n) per image (B×n), as `torch.randperm(n)`."""
+        return torch.stack([torch.randperm(n, generator=g) for g in self.generators])
+
+
+BatchStep = Callable[[torch.Tensor, Draws], torch.Tensor]
+
+
 def batched(transform: v2.Transform) -> BatchStep:
     """The batched equivalent of one of a preset's transforms (image by image if none)."""
     if isinstance(transform, v2.RandomRotation) and is_plain_rotation(transform):
-        return partial(rotate_batch, degrees=transform.degrees)
+        return partial(random_rotation, degrees=transform.degrees)
     if (
         isinstance(transform, v2.ColorJitter)
         and transform.brightness is None
         and transform.contrast is None
     ):
-        return partial(jitter_batch, saturation=transform.saturation, hue=transform.hue)
+        return partial(random_jitter, saturation=transform.saturation, hue=transform.hue)
     if isinstance(transform, v2.RandomHorizontalFlip):
-        return partial(flip_batch, p=transform.p)
+        return partial(random_flip, p=transform.p)
     return partial(image_by_image, transform)
 
 
@@ -331,11 +360,6 @@ def is_plain_rotation(rotation: v2.RandomRotation) -> bool:
     nearest = rotation.interpolation in ("nearest", InterpolationMode.NEAREST)
     black = rotation.fill in (0, None)
     return nearest and black and not rotation.expand and rotation.center is None
-
-
-def uniform(count: int, low: float, high: float) -> torch.Tensor:
-    """`count` draws from U[low, high] on torch's global CPU generator."""
-    return torch.empty(count).uniform_(low, high)
 
 
 def on_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -350,9 +374,14 @@ def per_image(values: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     return on_device(values, batch.device).view(-1, 1, 1, 1)
 
 
-def rotate_batch(batch: torch.Tensor, degrees: Sequence[float]) -> torch.Tensor:
-    """Rotate each image counter-clockwise by its own angle in U[degrees], as F.rotate does."""
-    radians = torch.deg2rad(uniform(len(batch), degrees[0], degrees[1]))
+def random_rotation(batch: torch.Tensor, draws: Draws, degrees: Sequence[float]) -> torch.Tensor:
+    """RandomRotation: each image turned by its own angle from U[degrees]."""
+    return rotate_batch(batch, draws.uniform(degrees[0], degrees[1]))
+
+
+def rotate_batch(batch: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each image counter-clockwise by its angle in degrees, as F.rotate does."""
+    radians = torch.deg2rad(angles)
     cos, sin, zero = radians.cos(), radians.sin(), torch.zeros(len(batch))
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     theta = on_device(theta, batch.device)
@@ -362,22 +391,36 @@ def rotate_batch(batch: torch.Tensor, degrees: Sequence[float]) -> torch.Tensor:
     )
 
 
-def jitter_batch(
+SATURATION, HUE = 2, 3  # ColorJitter's indices of its four adjustments (brightness 0, contrast 1)
+
+
+def random_jitter(
     batch: torch.Tensor,
+    draws: Draws,
     saturation: Sequence[float] | None,
     hue: Sequence[float] | None,
 ) -> torch.Tensor:
-    """ColorJitter's saturation and hue, each image with its own factors, in a random order."""
-    steps: list[BatchStep] = []
-    if saturation is not None:
-        factors = per_image(uniform(len(batch), *saturation), batch)
-        steps.append(partial(adjust_saturation_batch, factors=factors))
-    if hue is not None:
-        shifts = per_image(uniform(len(batch), *hue), batch).squeeze(1)
-        steps.append(partial(shift_hue_batch, shifts=shifts))
-    for index in torch.randperm(len(steps)).tolist():
-        batch = steps[index](batch)
-    return batch
+    """ColorJitter's saturation and hue, each image with its own factors and its own order.
+
+    Draws as ColorJitter does for one image: the order of its four adjustments, then the
+    saturation factor, then the hue shift.
+    """
+    order = draws.permutations(4)
+    factors = None if saturation is None else draws.uniform(*saturation)
+    shifts = None if hue is None else draws.uniform(*hue)
+    if factors is None and shifts is None:
+        return batch
+    steps = []
+    if factors is not None:
+        steps.append(partial(adjust_saturation_batch, factors=per_image(factors, batch)))
+    if shifts is not None:
+        steps.append(partial(shift_hue_batch, shifts=per_image(shifts, batch).squeeze(1)))
+    if len(steps) == 1:
+        return steps[0](batch)
+    position = order.argsort(1)
+    saturation_first = per_image(position[:, SATURATION] < position[:, HUE], batch)
+    saturation_hue, hue_saturation = steps[1](steps[0](batch)), steps[0](steps[1](batch))
+    return torch.where(saturation_first, saturation_hue, hue_saturation)
 
 
 def adjust_saturation_batch(batch: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -418,12 +461,18 @@ def hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor)
     return torch.stack(channels, 1)
 
 
-def flip_batch(batch: torch.Tensor, p: float) -> torch.Tensor:
-    """Mirror each image left-right with probability p."""
-    flip = per_image(torch.rand(len(batch)) < p, batch)
+def random_flip(batch: torch.Tensor, draws: Draws, p: float) -> torch.Tensor:
+    """RandomHorizontalFlip: each image mirrored left-right with probability p."""
+    flip = per_image(draws.rand() < p, batch)
     return torch.where(flip, batch.flip(-1), batch)
 
 
-def image_by_image(transform: v2.Transform, batch: torch.Tensor) -> torch.Tensor:
-    """Any other transform: applied to each float image of the batch in turn."""
-    return torch.stack([transform(image) for image in batch])
+def image_by_image(transform: v2.Transform, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """Any other transform: applied to each float image in turn, drawing from its generator."""
+    images = []
+    for image, generator in zip(batch, draws.generators, strict=True):
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(generator.get_state())
+            images.append(transform(image))
+            generator.set_state(torch.get_rng_state())
+    return torch.stack(images)

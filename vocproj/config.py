@@ -152,7 +152,10 @@ class PhaseSettings(_Section):
 
 
 class TrainSettings(_Section):
-    """Image size, batches, phases and the hardware knobs of training."""
+    """Image size, batches, phases and the hardware knobs of training.
+
+    `batch_size` is the global batch: under torchrun each of N processes takes 1/N of it.
+    """
 
     image_size: PositiveInt = 224
     batch_size: PositiveInt = 32
@@ -163,6 +166,15 @@ class TrainSettings(_Section):
     channels_last: bool = True
     compile: bool = Field(default=False, description="torch.compile the model (pays off on CUDA)")
     progress: bool = True
+    sync_batchnorm: bool = Field(
+        default=True,
+        description="under torchrun: BatchNorm statistics of the global batch, so that N "
+        "processes compute what one does (off: each process's own slice)",
+    )
+    timeout_s: PositiveInt = Field(
+        default=600,
+        description="under torchrun: seconds a process waits for the others before it stops",
+    )
 
 
 class EvaluateSettings(_Section):

@@ -154,12 +154,17 @@ def select_num_workers(
     return min(2 if cached else 8, max(1, cores - 1))
 
 
-def runtime_for(profile: Profile) -> Runtime:
-    """The profile's runtime; on CUDA, cuDNN also picks its fastest kernels for the fixed shapes."""
+def runtime_for(profile: Profile, local_rank: int | None = None) -> Runtime:
+    """The profile's runtime; on CUDA, cuDNN also picks its fastest kernels for the fixed shapes.
+
+    `local_rank`: under torchrun, the process's place on its machine, which picks its GPU.
+    """
     train, data = profile.settings.train, profile.settings.data
     device = select_device(train.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        if local_rank is not None:
+            device = torch.device("cuda", local_rank)
     return Runtime(
         device=device,
         autocast_dtype=select_autocast_dtype(train.precision, device),

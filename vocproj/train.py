@@ -15,6 +15,11 @@ again repeats the interrupted epoch exactly and ends with the same weights and h
 Batches from the image cache arrive as uint8 and are finished on the device (vocproj/cache.py).
 The loss stays on the device and is checked every few batches, so that a GPU is not stopped
 after every batch to hand its loss to the CPU.
+
+Under torchrun the same code trains in every process (vocproj/distributed.py): each takes its
+slice of every global batch, the network is wrapped in DistributedDataParallel, the loss of a
+slice is its part of the global batch's mean, validation is sharded and gathered, and rank 0
+alone writes files, after rank 0 has prepared the data and the phase's starting point.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import io
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +41,26 @@ from tqdm.auto import tqdm
 
 from vocproj import __version__
 from vocproj.artifacts import HISTORY_FIELDS, RunFiles
-from vocproj.cache import CachedVOCClassification
+from vocproj.cache import BatchAugment, CachedVOCClassification
 from vocproj.config import PhaseSettings, Profile
 from vocproj.data import open_split, prepare_data
+from vocproj.distributed import (
+    SINGLE_PROCESS,
+    EpochBatches,
+    SeededItems,
+    World,
+    barrier,
+    check_batch_size,
+    current_world,
+    data_parallel,
+    gather_in_order,
+    image_seeds,
+    main_process_first,
+    shard,
+    sum_over_ranks,
+    synced_batchnorm,
+    unwrapped,
+)
 from vocproj.errors import CheckpointError, TrainingDiverged
 from vocproj.io import atomic_write_text
 from vocproj.metrics import mean_average_precision
@@ -56,7 +78,7 @@ from vocproj.transforms import augmentations
 # Settings that change how fast or where a run goes, not what it computes (beyond rounding).
 RUNTIME_ONLY_SETTINGS = {
     "data": ("root", "prefer_roots", "num_workers", "cache"),
-    "train": ("device", "progress", "eval_batch_size", "compile"),
+    "train": ("device", "progress", "eval_batch_size", "compile", "sync_batchnorm", "timeout_s"),
     "": ("runs_dir", "reports_dir", "evaluate"),  # evaluate: test-time augmentation, after training
 }
 LOSS_CHECK_EVERY = 16  # training batches between checks of the loss on the CPU
@@ -75,6 +97,7 @@ class PhaseState:
     epochs_done: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.inf
+    world: World = SINGLE_PROCESS
 
     @property
     def head(self) -> nn.Module:
@@ -139,33 +162,44 @@ def make_optimizer(
 
 
 def new_phase_state(
-    profile: Profile, phase: int, runtime: Runtime, classes: tuple[str, ...]
+    profile: Profile,
+    phase: int,
+    runtime: Runtime,
+    classes: tuple[str, ...],
+    world: World = SINGLE_PROCESS,
 ) -> PhaseState:
     """Phase 1 starts from the profile's weights; phase N from phase N-1's final weights."""
     settings = profile.settings
     seed_everything(derived_seed(settings.seed, "init"))
     if phase == 1:
         model = build_model(settings.model.backbone, settings.model.weights, len(classes))
-        return state_for_model(profile, phase, runtime, model, classes)
+        return state_for_model(profile, phase, runtime, model, classes, world)
     previous = require_finished_phase(profile, phase - 1)
     path = RunFiles.of(profile).last(phase - 1)
     model = model_from_checkpoint(previous, classes, path)
-    state = state_for_model(profile, phase, runtime, model, classes)
+    state = state_for_model(profile, phase, runtime, model, classes, world)
     state.history, state.best_val_loss = previous["history"], previous["best_val_loss"]
-    carry_best_checkpoint(profile, phase)
+    if world.is_main:
+        carry_best_checkpoint(profile, phase)
     return state
 
 
 def state_for_model(
-    profile: Profile, phase: int, runtime: Runtime, model: nn.Module, classes: tuple[str, ...]
+    profile: Profile,
+    phase: int,
+    runtime: Runtime,
+    model: nn.Module,
+    classes: tuple[str, ...],
+    world: World = SINGLE_PROCESS,
 ) -> PhaseState:
     """Put the model on the device and give it a fresh optimiser and schedule for the phase."""
-    model = on_runtime(model, runtime)
+    sync = world.is_distributed and profile.settings.train.sync_batchnorm
+    model = on_runtime(model, runtime, sync_batchnorm=sync)
     settings = profile.settings.train.phases[phase - 1]
     optimizer, scheduler = make_optimizer(profile, model, settings)
     head_only = settings.train == "head"
     freeze_bn = profile.settings.optim.freeze_bn
-    return PhaseState(model, optimizer, scheduler, classes, head_only, freeze_bn)
+    return PhaseState(model, optimizer, scheduler, classes, head_only, freeze_bn, world=world)
 
 
 class Float32Linear(nn.Linear):
@@ -192,9 +226,14 @@ def with_float32_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def on_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
-    """The model on the runtime's device and memory format, compiled if the runtime says so."""
+def on_runtime(model: nn.Module, runtime: Runtime, sync_batchnorm: bool = False) -> nn.Module:
+    """The model on the runtime's device and memory format, compiled if the runtime says so.
+
+    `sync_batchnorm`: BatchNorm computes the statistics of the global batch (DDP).
+    """
     model = with_float32_head(model).to(runtime.device, memory_format=runtime.memory_format)
+    if sync_batchnorm:
+        model = synced_batchnorm(model)
     if runtime.compile:
         model.compile()  # in place: the state dict keeps its keys
     return model
@@ -237,12 +276,17 @@ def carry_best_checkpoint(profile: Profile, phase: int) -> None:
 
 
 def resume_phase_state(
-    profile: Profile, phase: int, runtime: Runtime, classes: tuple[str, ...], path: Path
+    profile: Profile,
+    phase: int,
+    runtime: Runtime,
+    classes: tuple[str, ...],
+    path: Path,
+    world: World = SINGLE_PROCESS,
 ) -> PhaseState:
     """Rebuild model, optimiser, schedule and history from a phase's last.pt."""
     checkpoint = load_checkpoint(path)
     model = model_from_checkpoint(checkpoint, classes, path)
-    state = state_for_model(profile, phase, runtime, model, classes)
+    state = state_for_model(profile, phase, runtime, model, classes, world)
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     state.epochs_done = checkpoint["epoch"]
@@ -252,16 +296,26 @@ def resume_phase_state(
 
 
 def starting_state(
-    profile: Profile, phase: int, runtime: Runtime, classes: tuple[str, ...], retrain: bool
+    profile: Profile,
+    phase: int,
+    runtime: Runtime,
+    classes: tuple[str, ...],
+    retrain: bool,
+    world: World = SINGLE_PROCESS,
 ) -> PhaseState:
-    """Resume from last.pt when it belongs to these settings; otherwise start the phase over."""
+    """Resume from last.pt when it belongs to these settings; otherwise start the phase over.
+
+    Under DDP rank 0 decides first (and removes or copies files); the others follow its files.
+    """
     path = RunFiles.of(profile).last(phase)
     if path.is_file() and not retrain:
         if same_settings(load_checkpoint(path), profile, phase):
-            return resume_phase_state(profile, phase, runtime, classes, path)
-        tqdm.write(f"{path} was trained with other settings: phase {phase} starts over.")
-    discard_phases_from(profile, phase)
-    return new_phase_state(profile, phase, runtime, classes)
+            return resume_phase_state(profile, phase, runtime, classes, path, world)
+        if world.is_main:
+            tqdm.write(f"{path} was trained with other settings: phase {phase} starts over.")
+    if world.is_main:
+        discard_phases_from(profile, phase)
+    return new_phase_state(profile, phase, runtime, classes, world)
 
 
 def discard_phases_from(profile: Profile, phase: int) -> None:
@@ -270,59 +324,78 @@ def discard_phases_from(profile: Profile, phase: int) -> None:
         shutil.rmtree(RunFiles.of(profile).phase_dir(later), ignore_errors=True)
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over the entries the mask keeps (difficult ones masked out)."""
+def masked_bce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    kept: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean binary cross-entropy over the entries the mask keeps (difficult ones masked out).
+
+    `kept`: the number of kept entries to divide by (the whole global batch's, under DDP).
+    """
     losses = nn.functional.binary_cross_entropy_with_logits(
         logits.float(), target, reduction="none"
     )
-    return (losses * mask).sum() / mask.sum().clamp(min=1)
+    return (losses * mask).sum() / (mask.sum() if kept is None else kept).clamp(min=1)
 
 
 class Batches:
     """A DataLoader's batches; uint8 images are moved to the device and finished there.
 
     The DataLoader's iterator starts with the first batch asked for, not at `iter()`: tqdm.auto
-    calls `iter()` once more than it iterates, and each DataLoader iterator draws from the
-    seeded generator (shifting the epoch's order) and starts its own worker processes.
+    calls `iter()` once more than it iterates, and each DataLoader iterator starts its own
+    worker processes. A seeded epoch's batches are finished with each image's own seed.
     """
 
     def __init__(
         self,
         data_loader: torch.utils.data.DataLoader,
         runtime: Runtime,
-        finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        finish: BatchAugment | None = None,
+        epoch_seed: int | None = None,
     ) -> None:
         self.data_loader, self.runtime, self.finish = data_loader, runtime, finish
+        self.epoch_seed = epoch_seed
 
     def __len__(self) -> int:
         return len(self.data_loader)
 
     def __iter__(self) -> Iterator[Any]:
         device, non_blocking = self.runtime.device, self.runtime.pin_memory
+        seeded = self.epoch_seed is not None
+        indices = iter(self.data_loader.batch_sampler) if seeded else None
         for images, target, mask, ids in self.data_loader:
             if self.finish is not None:
-                images = self.finish(images.to(device, non_blocking=non_blocking))
+                seeds = image_seeds(self.epoch_seed, next(indices)) if indices else None
+                images = self.finish(images.to(device, non_blocking=non_blocking), seeds)
             yield images, target, mask, ids
 
 
-def loader(dataset: Any, batch_size: int, runtime: Runtime, seed: int | None) -> Batches:
-    """Batches of the dataset; with a seed, in a seeded order without a ragged last batch.
+def loader(
+    dataset: Any, batch_size: int, runtime: Runtime, seed: int | None, world: World = SINGLE_PROCESS
+) -> Batches:
+    """Batches of the dataset for this process.
 
+    With a seed: its share of the epoch's global batches of `batch_size`, in the seeded order,
+    each image augmented from its own seed. Without: its shard of the split, in order.
     A cached split is loaded as uint8 images, finished (augmented, normalised) on the device.
     """
     cached = isinstance(dataset, CachedVOCClassification)
     items, finish = dataset.batches(runtime.augment_on_device) if cached else (dataset, None)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    data_loader = torch.utils.data.DataLoader(
-        items,
-        batch_size=batch_size,
-        shuffle=seed is not None,
-        drop_last=seed is not None and len(dataset) > batch_size,
-        num_workers=runtime.num_workers,
-        pin_memory=runtime.pin_memory,
-        generator=generator,
-    )
-    return Batches(data_loader, runtime, finish)
+    workers, pin = runtime.num_workers, runtime.pin_memory
+    if seed is None:
+        part = shard(len(items), world)
+        in_order = torch.utils.data.Subset(items, part) if world.is_distributed else items
+        data_loader = torch.utils.data.DataLoader(
+            in_order, batch_size=batch_size, num_workers=workers, pin_memory=pin
+        )
+    else:
+        batches = EpochBatches(len(items), batch_size, seed, world)
+        data_loader = torch.utils.data.DataLoader(
+            SeededItems(items, seed), batch_sampler=batches, num_workers=workers, pin_memory=pin
+        )
+    return Batches(data_loader, runtime, finish, seed)
 
 
 def train_one_epoch(
@@ -335,8 +408,10 @@ def train_one_epoch(
 ) -> tuple[float, int]:
     """One pass over the batches through `network` (the model, or its head on features).
 
-    Returns (mean loss, images seen).
+    Each process's loss is its slice's part of the global batch's mean, times the number of
+    processes, as DDP averages the gradients. Returns (mean loss, images seen by all processes).
     """
+    world = state.world
     state.enter_training()
     scaler = torch.amp.GradScaler(enabled=runtime.needs_grad_scaler)
     losses: list[torch.Tensor] = []
@@ -348,29 +423,34 @@ def train_one_epoch(
         target = target.to(runtime.device, non_blocking=runtime.pin_memory)
         mask = mask.to(runtime.device, non_blocking=runtime.pin_memory)
         with runtime.autocast():
-            loss = masked_bce(network(x), target, mask)
+            logits = network(x)
+        share = masked_bce(logits, target, mask, kept=sum_over_ranks(mask.sum(), world))
         state.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(share * world.size).backward()
         scaler.step(state.optimizer)
         scaler.update()
-        losses.append(loss.detach())
+        losses.append(share.detach())
         images += len(x)
         if batch % LOSS_CHECK_EVERY == 0:
-            mean_loss = check_losses(losses, where)
-            rate = images / (time.perf_counter() - started)
+            mean_loss = check_losses(losses, where, world)
+            rate = images * world.size / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_per_s=f"{rate:.1f}")
-    return check_losses(losses, where), images
+    seen = sum_over_ranks(torch.tensor(images, device=runtime.device), world)
+    return check_losses(losses, where, world), int(seen)
 
 
-def check_losses(losses: list[torch.Tensor], where: str) -> float:
-    """The mean of the epoch's batch losses so far, after checking that each one is finite."""
+def check_losses(losses: list[torch.Tensor], where: str, world: World = SINGLE_PROCESS) -> float:
+    """The mean of the epoch's (global) batch losses so far, after checking each is finite.
+
+    Under DDP each process holds its slices' parts of the losses, summed here over processes.
+    """
     if not losses:
         return 0.0
-    stacked = torch.stack(losses).double()
+    stacked = sum_over_ranks(torch.stack(losses).double(), world)
     finite = torch.isfinite(stacked)
     if not finite.all():
         first = int(torch.nonzero(~finite)[0])
-        check_finite(losses[first], f"{where}, batch {first + 1}")
+        check_finite(stacked[first], f"{where}, batch {first + 1}")
     return stacked.mean().item()
 
 
@@ -417,22 +497,42 @@ class FeatureItems(torch.utils.data.Dataset):
 
 
 def frozen_features(
-    model: nn.Module, split: Any, batch_size: int, runtime: Runtime, progress: bool
+    model: nn.Module,
+    split: Any,
+    batch_size: int,
+    runtime: Runtime,
+    progress: bool,
+    world: World = SINGLE_PROCESS,
 ) -> FeatureItems:
-    """What the head receives from the frozen layers for each image of the split (eval mode)."""
+    """What the head receives from the frozen layers for each image of the split (eval mode).
+
+    Under DDP each process computes its shard's features and every process gets them all.
+    """
     captured: list[torch.Tensor] = []
     head = model.get_submodule(head_name(model))
     hook = head.register_forward_hook(lambda _, inputs, __: captured.append(inputs[0].float()))
     try:
-        predict_logits(model, loader(split, batch_size, runtime, seed=None), runtime, progress)
+        batches = loader(split, batch_size, runtime, seed=None, world=world)
+        predict_logits(model, batches, runtime, progress)
     finally:
         hook.remove()
-    return FeatureItems(torch.cat(captured).cpu(), split)
+    features = gather_in_order(torch.cat(captured).cpu(), len(split), world)
+    return FeatureItems(features, split)
 
 
-def validate(network: nn.Module, batches: Iterable[Any], runtime: Runtime, labels: np.ndarray):
-    """Validation loss (masked BCE) and mAP (VOC AP, difficult-only left out)."""
-    _, logits, target, mask = predict_logits(network, batches, runtime)
+def validate(
+    network: nn.Module,
+    batches: Iterable[Any],
+    runtime: Runtime,
+    labels: np.ndarray,
+    world: World = SINGLE_PROCESS,
+):
+    """Validation loss (masked BCE) and mAP (VOC AP, difficult-only left out).
+
+    Under DDP each process scores its shard of the split; the scores are gathered in order.
+    """
+    _, logits, target, mask = predict_logits(unwrapped(network), batches, runtime)
+    logits, target, mask = (gather_in_order(t, len(labels), world) for t in (logits, target, mask))
     val_loss = masked_bce(logits, target, mask).item()
     val_map, _ = mean_average_precision(torch.sigmoid(logits).numpy(), labels)
     return val_loss, val_map
@@ -455,6 +555,7 @@ def checkpoint_payload(
         "profile": profile.to_dict(),
         "fingerprint": training_fingerprint(profile, phase),
         "classes": list(state.classes),
+        "processes": state.world.size,
         "backbone": profile.settings.model.backbone,
         "normalisation": input_normalisation(profile.settings.model.backbone)._asdict(),
         "image_size": profile.settings.train.image_size,
@@ -471,13 +572,18 @@ def write_history(profile: Profile, history: list[dict[str, Any]]) -> None:
 
 
 def save_epoch(profile: Profile, phase: int, epochs: int, state: PhaseState, improved: bool):
-    """Persist an epoch: best.pt first, then last.pt, then history (a crash repeats the epoch)."""
-    payload = checkpoint_payload(profile, phase, epochs, state)
-    files = RunFiles.of(profile)
-    if improved:
-        save_checkpoint(files.best(phase), payload)
-    save_checkpoint(files.last(phase), payload)
-    write_history(profile, state.history)
+    """Persist an epoch: best.pt first, then last.pt, then history (a crash repeats the epoch).
+
+    Rank 0 writes; under DDP the others wait for it, so that every process can read the files.
+    """
+    if state.world.is_main:
+        payload = checkpoint_payload(profile, phase, epochs, state)
+        files = RunFiles.of(profile)
+        if improved:
+            save_checkpoint(files.best(phase), payload)
+        save_checkpoint(files.last(phase), payload)
+        write_history(profile, state.history)
+    barrier(state.world)
 
 
 def train_phase(
@@ -486,18 +592,24 @@ def train_phase(
     """Train phase `phase` (1-based) to its last epoch, resuming from its last.pt if present.
 
     A finished phase is not retrained unless `retrain` is set. Returns the history so far.
+    Under torchrun (vocproj/distributed.py) every process calls it; rank 0 prepares first.
     """
     phases = profile.settings.train.phases
     if not 1 <= phase <= len(phases):
         raise CheckpointError(f"profile {profile.profile} has phases 1..{len(phases)}, not {phase}")
-    progress = profile.settings.train.progress if progress is None else progress
-    runtime = runtime_for(profile)
-    record = prepare_data(profile, progress=progress)
-    state = starting_state(profile, phase, runtime, record.classes, retrain)
+    world = current_world()
+    check_batch_size(profile.settings.train.batch_size, world)
+    progress = world.is_main and (profile.settings.train.progress if progress is None else progress)
+    runtime = runtime_for(profile, world.local_rank if world.is_distributed else None)
+    with main_process_first(world):
+        record = prepare_data(profile, progress=progress)
+        state = starting_state(profile, phase, runtime, record.classes, retrain, world)
+        splits = phase_splits(profile, phases[phase - 1], state.classes, progress)
     if state.epochs_done >= phases[phase - 1].epochs:
-        tqdm.write(f"phase {phase} of {profile.profile} is already finished; skipping.")
+        if world.is_main:
+            tqdm.write(f"phase {phase} of {profile.profile} is already finished; skipping.")
         return state.history
-    run_epochs(profile, phase, phases[phase - 1], state, runtime, progress)
+    run_epochs(profile, phase, phases[phase - 1], state, runtime, splits, progress)
     return state.history
 
 
@@ -507,12 +619,16 @@ def run_epochs(
     settings: PhaseSettings,
     state: PhaseState,
     runtime: Runtime,
+    splits: tuple[Any, Any],
     progress: bool,
 ) -> None:
     """The remaining epochs of a phase, each seeded from (seed, phase, epoch) and saved at once."""
-    inputs = phase_inputs(profile, settings, state, runtime, progress)
+    world = state.world
+    inputs = phase_inputs(profile, settings, state, runtime, splits, progress)
     network, train_items, val_set, val_items = inputs
-    val_batches = loader(val_items, profile.settings.train.eval_batch_size, runtime, seed=None)
+    network = data_parallel(network, world, runtime.device)
+    eval_batch_size = profile.settings.train.eval_batch_size
+    val_batches = loader(val_items, eval_batch_size, runtime, seed=None, world=world)
     first_global = sum(p.epochs for p in profile.settings.train.phases[: phase - 1])
     epochs = range(state.epochs_done + 1, settings.epochs + 1)
     bar = tqdm(epochs, desc=f"phase {phase}", disable=not progress, unit="epoch")
@@ -521,11 +637,11 @@ def run_epochs(
         seed_everything(seed)
         lr = state.optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
-        batches = loader(train_items, profile.settings.train.batch_size, runtime, seed)
+        batches = loader(train_items, profile.settings.train.batch_size, runtime, seed, world)
         where = f"phase {phase} epoch {epoch}"
         train_loss, images = train_one_epoch(state, network, batches, runtime, where, progress)
         train_seconds = time.perf_counter() - started
-        val_loss, val_map = validate(network, val_batches, runtime, val_set.labels)
+        val_loss, val_map = validate(network, val_batches, runtime, val_set.labels, world)
         check_finite(torch.tensor(val_loss), f"{where}, validation")
         state.scheduler.step()
         improved = val_loss < state.best_val_loss
@@ -542,24 +658,37 @@ def run_epochs(
                         val_map=f"{val_map:.3f}")  # fmt: skip
 
 
+def phase_splits(
+    profile: Profile, settings: PhaseSettings, classes: tuple[str, ...], progress: bool
+) -> tuple[Any, Any]:
+    """The phase's (train, val) datasets: the train split with the phase's preset, val plain."""
+    data = profile.settings.data
+    train_set = open_split(
+        profile, data.train_split, settings.preset, classes=classes, progress=progress
+    )
+    val_set = open_split(profile, data.val_split, "eval", classes=classes, progress=progress)
+    return train_set, val_set
+
+
 def phase_inputs(
-    profile: Profile, settings: PhaseSettings, state: PhaseState, runtime: Runtime, progress: bool
+    profile: Profile,
+    settings: PhaseSettings,
+    state: PhaseState,
+    runtime: Runtime,
+    splits: tuple[Any, Any],
+    progress: bool,
 ) -> tuple[nn.Module, Any, Any, Any]:
     """(network to train, train items, val split, val items) of a phase.
 
     A head-only phase whose preset has no randomness trains the head on features of the frozen
     layers, computed once per split; any other phase trains the model on images.
     """
-    data, batch_size = profile.settings.data, profile.settings.train.eval_batch_size
-    classes = state.classes
-    train_set = open_split(
-        profile, data.train_split, settings.preset, classes=classes, progress=progress
-    )
-    val_set = open_split(profile, data.val_split, "eval", classes=classes, progress=progress)
+    train_set, val_set = splits
     if not (state.head_only and not augmentations(settings.preset, profile.settings.augment)):
         return state.model, train_set, val_set, val_set
-    train_features = frozen_features(state.model, train_set, batch_size, runtime, progress)
-    val_features = frozen_features(state.model, val_set, batch_size, runtime, progress)
+    batch_size, world = profile.settings.train.eval_batch_size, state.world
+    train_features = frozen_features(state.model, train_set, batch_size, runtime, progress, world)
+    val_features = frozen_features(state.model, val_set, batch_size, runtime, progress, world)
     return state.head, train_features, val_set, val_features
 
 
