@@ -41,11 +41,14 @@ bench: $(INSTALLED)
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/bench.py
 
 # ---------------------------------------------------------------- make report
-# `make report [PROFILE=sample]`: the data, the notebooks in order with papermill, then
+# `make report [PROFILE=sample] [NPROC=1]`: the data, the notebooks in order with papermill, then
 # reports/$(PROFILE)/REPORT.md. Each stage is a file that make compares with what the stage
 # reads (its notebook, params/$(PROFILE).yaml, the previous stage's output), so a rerun redoes
 # only what changed, and an interrupted stage is redone (training resumes from its last epoch).
 # The paths assume the profile keeps the default runs_dir and reports_dir.
+# `make report NPROC=N` trains each phase in N processes on this machine with torchrun (DDP:
+# nccl between GPUs, gloo between CPU processes); the profile's batch size stays the global batch.
+NPROC ?= 1
 PARAMS := params/$(PROFILE).yaml
 RUN_DIR := runs/$(PROFILE)
 REPORT_DIR := reports/$(PROFILE)
@@ -79,12 +82,15 @@ $(EXECUTED)/02_phase2_rotation.ipynb: $(EXECUTED)/01_phase1_train.ipynb
 $(EXECUTED)/03_phase3_colour_flip.ipynb: $(EXECUTED)/02_phase2_rotation.ipynb
 $(EXECUTED)/04_evaluation.ipynb: $(EXECUTED)/03_phase3_colour_flip.ipynb
 $(EXECUTED)/05_browser.ipynb: $(EXECUTED)/04_evaluation.ipynb
+# The training notebooks get `nproc` (private: not passed on to the stages they wait for).
+$(EXECUTED)/01_phase1_train.ipynb $(EXECUTED)/02_phase2_rotation.ipynb \
+	$(EXECUTED)/03_phase3_colour_flip.ipynb: private TRAIN_PARAMETERS := -p nproc $(NPROC)
 
 # A notebook runs into runs/<profile>/notebooks/ and moves into reports/ once every cell ran:
 # an interrupted or failed stage leaves no executed notebook in reports/, so it is redone.
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMS) | $(INSTALLED)
 	@mkdir -p $(RUN_DIR)/notebooks $(@D)
-	$(PAPERMILL) $< $(RUN_DIR)/notebooks/$*.ipynb
+	$(PAPERMILL) $(TRAIN_PARAMETERS) $< $(RUN_DIR)/notebooks/$*.ipynb
 	mv $(RUN_DIR)/notebooks/$*.ipynb $@
 
 params/%.yaml:

@@ -27,3 +27,7 @@ class ScoresError(VocprojError):
 
 class TrainingDiverged(VocprojError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingFailed(VocprojError):
+    """Training in other processes (torchrun) ended with an error; finished epochs are kept."""

@@ -28,6 +28,8 @@ import csv
 import io
 import math
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,9 +42,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vocproj import __version__
-from vocproj.artifacts import HISTORY_FIELDS, RunFiles
+from vocproj.artifacts import HISTORY_FIELDS, RunFiles, read_history
 from vocproj.cache import BatchAugment, CachedVOCClassification
-from vocproj.config import PhaseSettings, Profile
+from vocproj.config import PhaseSettings, Profile, load_profile
 from vocproj.data import open_split, prepare_data
 from vocproj.distributed import (
     SINGLE_PROCESS,
@@ -61,7 +63,7 @@ from vocproj.distributed import (
     synced_batchnorm,
     unwrapped,
 )
-from vocproj.errors import CheckpointError, TrainingDiverged
+from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
 from vocproj.io import atomic_write_text
 from vocproj.metrics import mean_average_precision
 from vocproj.model import (
@@ -587,16 +589,24 @@ def save_epoch(profile: Profile, phase: int, epochs: int, state: PhaseState, imp
 
 
 def train_phase(
-    profile: Profile, phase: int, *, retrain: bool = False, progress: bool | None = None
+    profile: Profile,
+    phase: int,
+    *,
+    retrain: bool = False,
+    progress: bool | None = None,
+    processes: int = 1,
 ) -> list[dict[str, Any]]:
     """Train phase `phase` (1-based) to its last epoch, resuming from its last.pt if present.
 
     A finished phase is not retrained unless `retrain` is set. Returns the history so far.
     Under torchrun (vocproj/distributed.py) every process calls it; rank 0 prepares first.
+    `processes` > 1 starts torchrun with that many processes on this machine to train it.
     """
     phases = profile.settings.train.phases
     if not 1 <= phase <= len(phases):
         raise CheckpointError(f"profile {profile.profile} has phases 1..{len(phases)}, not {phase}")
+    if processes > 1:
+        return train_with_torchrun(profile, phase, processes, retrain=retrain)
     world = current_world()
     check_batch_size(profile.settings.train.batch_size, world)
     progress = world.is_main and (profile.settings.train.progress if progress is None else progress)
@@ -611,6 +621,49 @@ def train_phase(
         return state.history
     run_epochs(profile, phase, phases[phase - 1], state, runtime, splits, progress)
     return state.history
+
+
+def train_with_torchrun(
+    profile: Profile, phase: int, processes: int, *, retrain: bool = False
+) -> list[dict[str, Any]]:
+    """Train a phase in `processes` DDP processes: torchrun --standalone running the CLI.
+
+    The processes read the profile's file, which must hold this profile; their output is
+    passed on as it comes (to a notebook, say). Returns the history the run wrote.
+    """
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={processes}", "-m", "vocproj", "train", "--profile",
+        str(profile_file(profile)), "--phase", str(phase), "--no-progress",
+    ]  # fmt: skip
+    code = run_passing_output([*command, "--retrain"] if retrain else command)
+    if code:
+        raise TrainingFailed(
+            f"torchrun with {processes} processes ({' '.join(command)}) ended with exit code "
+            f"{code}; its output above says why. Finished epochs are kept: run it again to resume."
+        )
+    return read_history(RunFiles.of(profile).history)
+
+
+def profile_file(profile: Profile) -> Path:
+    """params/<profile>.yaml of the profile's project, which must hold exactly this profile."""
+    path = Path(profile.project_dir) / "params" / f"{profile.profile}.yaml"
+    if not path.is_file() or load_profile(path).to_dict() != profile.to_dict():
+        raise ConfigError(
+            f"training in several processes reads the profile from {path}, which does not hold "
+            f"these settings; save them there (or train in one process)."
+        )
+    return path
+
+
+def run_passing_output(command: list[str]) -> int:
+    """Run a command, writing its output (stdout and stderr) to sys.stdout as it comes."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        assert process.stdout is not None
+        while chunk := process.stdout.read1(4096):
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+    return process.returncode
 
 
 def run_epochs(
