@@ -191,11 +191,20 @@ def gather_in_order(part: torch.Tensor, count: int, world: World) -> torch.Tenso
     if not world.is_distributed:
         return part
     sizes = [len(shard(count, World(rank, world.size))) for rank in range(world.size)]
-    padded = part.new_zeros((max(sizes), *part.shape[1:]))
+    device = collective_device(part.device)
+    padded = part.new_zeros((max(sizes), *part.shape[1:]), device=device)
     padded[: len(part)] = part
     pieces = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(pieces, padded)
-    return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
+    gathered = [piece[:size] for piece, size in zip(pieces, sizes, strict=True)]
+    return torch.cat(gathered).to(part.device)
+
+
+def collective_device(device: torch.device) -> torch.device:
+    """Where a tensor must be for the group's collectives: nccl takes GPU tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def image_seed(epoch_seed: int, index: int) -> int:
