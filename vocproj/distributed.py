@@ -101,6 +101,7 @@ def process_group(device_type: str, timeout_s: float) -> Iterator[World]:
         return
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
+        check_one_gpu_each(local_rank)
         torch.cuda.set_device(local_rank)
     timeout = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group(backend_for(device_type), timeout=timeout)
@@ -115,6 +116,17 @@ def process_group(device_type: str, timeout_s: float) -> Iterator[World]:
     finally:
         signal.signal(signal.SIGTERM, previous)
     dist.destroy_process_group()  # after a failure the exiting process leaves it to the OS
+
+
+def check_one_gpu_each(local_rank: int) -> None:
+    """nccl needs a GPU of its own for each process of a machine."""
+    gpus = torch.cuda.device_count()
+    if local_rank >= gpus:
+        raise ConfigError(
+            f"process {local_rank} of this machine has no GPU of its own: it has {gpus}; start "
+            f"torchrun with --nproc_per_node {gpus} (or NPROC={gpus}), or train on the CPU "
+            f"(train.device: cpu)."
+        )
 
 
 def lost_a_peer(err: RuntimeError) -> bool:
