@@ -1,8 +1,8 @@
 """Training in several processes with PyTorch DDP, launched by `torchrun`; one process otherwise.
 
     torchrun --nproc_per_node 2 -m vocproj train --profile sample
-    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 \\
-        --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m vocproj train --profile voc2012
+    torchrun --nnodes 2 --nproc_per_node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+        --rdzv-id voc2012 -m vocproj train --profile voc2012     # the same on each machine
 
 `torchrun` starts the processes and tells each its place (RANK, WORLD_SIZE, LOCAL_RANK);
 `process_group` joins them (nccl on CUDA, gloo on the CPU). What N processes compute is what
@@ -14,9 +14,9 @@ those of the global batch (`synced_batchnorm`); the loss is normalised over the 
 (vocproj/train.py). Evaluation is sharded into contiguous slices and gathered in order.
 
 A process that dies ends the run: torchrun stops the others, and a process whose peer vanished
-mid-collective gets an error (or, if a peer hangs, the profile's `train.timeout_s`) that the CLI
-turns into `RankFailure`'s message. Checkpoints are written by rank 0 after each epoch, so the
-same command resumes from the last finished epoch, with any number of processes.
+mid-collective gets an error (or, if a peer hangs, the profile's `train.timeout_s`) that
+`process_group` turns into `RankFailure`'s message. Checkpoints are written by rank 0 after each
+epoch, so the same command resumes from the last finished epoch, with any number of processes.
 """
 
 from __future__ import annotations
