@@ -171,13 +171,16 @@ def main_process_first(world: World) -> Iterator[None]:
         barrier(world)
 
 
-def sum_over_ranks(tensor: torch.Tensor, world: World) -> torch.Tensor:
-    """The element-wise sum of `tensor` over the processes (a copy; the tensor itself in one)."""
-    if not world.is_distributed:
-        return tensor
+def all_reduced(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of `tensor` summed element-wise over the processes of the group."""
     total = tensor.clone()
     dist.all_reduce(total)
     return total
+
+
+def sum_over_ranks(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """The element-wise sum of `tensor` over the processes (a copy; the tensor itself in one)."""
+    return all_reduced(tensor) if world.is_distributed else tensor
 
 
 def check_batch_size(batch_size: int, world: World) -> int:
@@ -233,8 +236,9 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     """
 
     def __init__(self, count: int, batch_size: int, seed: int, world: World) -> None:
-        self.count, self.batch_size, self.seed, self.world = count, batch_size, seed, world
-        if min(count, batch_size) < world.size:
+        self.count, self.seed, self.world = count, seed, world
+        self.global_size = min(batch_size, count)  # one batch of all when the split is smaller
+        if self.global_size < world.size:
             raise ConfigError(
                 f"a split of {count} images in batches of {batch_size} cannot give each of "
                 f"{world.size} processes an image; use fewer processes."
@@ -243,9 +247,8 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
     def global_batches(self) -> list[list[int]]:
         """The epoch's global batches, the same in every process."""
         order = torch.randperm(self.count, generator=torch.Generator().manual_seed(self.seed))
-        size = min(self.batch_size, self.count)
-        full = self.count // size
-        return [order[k * size : (k + 1) * size].tolist() for k in range(full)]
+        size = self.global_size
+        return [order[k * size : (k + 1) * size].tolist() for k in range(len(self))]
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.global_batches():
@@ -253,7 +256,7 @@ class EpochBatches(torch.utils.data.Sampler[list[int]]):
             yield batch[part.start : part.stop]
 
     def __len__(self) -> int:
-        return self.count // min(self.batch_size, self.count)
+        return self.count // self.global_size
 
 
 class SeededItems(torch.utils.data.Dataset):
@@ -285,15 +288,11 @@ class SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        total = tensor.clone()
-        dist.all_reduce(total)
-        return total
+        return all_reduced(tensor)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
+        return all_reduced(grad)
 
 
 class GlobalBatchStatistics:
