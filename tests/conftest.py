@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -97,3 +98,10 @@ def real_voc() -> Path:
     if not (REAL_VOC / "ImageSets" / "Main" / "train.txt").is_file():
         pytest.fail(f"the real VOC photos are missing: expected {REAL_VOC} beside the checkout")
     return REAL_VOC
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for servers and rendezvous in tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from vocproj.config import Profile, load_profile
 from vocproj.images import decode_image
 from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
 from vocproj.voc import CLASSES, read_labels
+
+from conftest import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -54,12 +55,6 @@ def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> P
 @pytest.fixture(scope="module")
 def tiny(tiny_yaml: Path) -> Profile:
     return load_profile(tiny_yaml)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ from vocproj.errors import ConfigError, TrainingFailed
 from vocproj.model import build_model, load_checkpoint
 from vocproj.runtime import Runtime
 from vocproj.train import loader, train_phase
+
+from conftest import free_port
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 CPU = Runtime(torch.device("cpu"), None, channels_last=True, num_workers=0)
@@ -131,12 +132,6 @@ def test_every_image_is_augmented_alike_in_one_process_or_two(
         for x, i in zip(xs, ids, strict=True)
     }
     assert sum(not torch.equal(one[i], other_epoch[i]) for i in one) > 48
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def batchnorm_layers() -> nn.Module:
