@@ -6,7 +6,7 @@
 
 The GPU machine gets at most 64 MiB of files, so `pack` keeps of each of the study's 2,000
 photos what its training and evaluation read: the image cache holds the short side resized to
-224 px and centre-cropped (vocproj/cache.py), so the 224×224 centre crop, re-encoded as JPEG
+224 px and centre-cropped, so that 224×224 image (`vocproj.cache.decode_for_cache`), as JPEG
 quality 85 (about 13 KB). The study's numbers on these differ slightly from those on the
 original JPEGs (one more JPEG round trip); its speed does not.
 """
@@ -24,28 +24,13 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+from vocproj.cache import decode_for_cache
+from vocproj.voc import jpeg_path, read_split_ids
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SIDE = 224
 QUALITY = 85
 FULL_STUDY = {"train_images": 5717, "val_images": 5823, "epochs": 45}  # VOC2012, 3 x 15 epochs
-
-
-def centre_crop(path: Path, side: int = SIDE) -> Image.Image:
-    """The image's short side resized to `side` (bilinear, as the cache), centre-cropped."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        scale = side / min(image.size)
-        width, height = (max(side, round(n * scale)) for n in image.size)
-        image = image.resize((width, height), Image.BILINEAR)
-        left, top = (width - side) // 2, (height - side) // 2
-        return image.crop((left, top, left + side, top + side))
-
-
-def split_ids(voc: Path) -> list[str]:
-    ids: list[str] = []
-    for split in ("train", "val"):
-        ids += (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
-    return ids
 
 
 def pack(shared_tree: Path, carry: Path) -> None:
@@ -55,9 +40,9 @@ def pack(shared_tree: Path, carry: Path) -> None:
     shutil.rmtree(carry / "voc2007-real", ignore_errors=True)
     (target / "JPEGImages").mkdir(parents=True)
     shutil.copytree(voc / "ImageSets", target / "ImageSets")
-    ids = split_ids(voc)
+    ids = read_split_ids(voc, "train") + read_split_ids(voc, "val")
     for image_id in ids:
-        crop = centre_crop(voc / "JPEGImages" / f"{image_id}.jpg")
+        crop = Image.fromarray(decode_for_cache(jpeg_path(voc, image_id), SIDE))
         crop.save(target / "JPEGImages" / f"{image_id}.jpg", quality=QUALITY)
     with tarfile.open(carry / "annotations.tar.gz", "w:gz") as archive:
         for image_id in ids:
