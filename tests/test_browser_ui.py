@@ -234,6 +234,7 @@ def test_predict_tab_upload_threshold_heatmap_and_bad_file(
 
     choose_file(page, photo)
     expect(page.locator(".widget-tab")).to_contain_text("my_photo.jpg")
+    expect(result.locator("span")).to_have_count(len(expected))  # the chips render after the tab
     shown = [" ".join(chip.split()) for chip in result.locator("span").all_inner_texts()]
     assert shown == [f"{name} {p:.3f}" for name, p in expected]
     source = wait_for_image(image, other_than=source)
