@@ -28,9 +28,8 @@ from vocproj.images import decode_image
 from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
 from vocproj.voc import CLASSES, read_labels
 
-from conftest import free_port
+from conftest import CHROMIUM, free_port, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -39,11 +38,6 @@ SHOTS = Path("/tmp/browser_shots")
 LOAD_TIMEOUT_MS = 180_000  # a fresh kernel imports torch and loads the model: slow on a small CPU
 ACTION_TIMEOUT_MS = 60_000
 
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's Chromium is not at /usr/bin/chromium (apt-get install chromium; "
-    ".ci/run installs it)",
-)
 pytestmark = [pytest.mark.slow, needs_chromium]
 
 

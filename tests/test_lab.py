@@ -28,7 +28,6 @@ from test_browser_ui import (
     SHOTS,
     choose_file,
     free_port,
-    needs_chromium,
     opened_page,
     prepare_notebook,
     wait_for_image,
@@ -42,6 +41,8 @@ from vocproj.config import PROJECT_DIR, Profile, load_profile
 from vocproj.images import decode_image
 from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
 from vocproj.voc import CLASSES
+
+from conftest import needs_chromium
 
 START_S = 120  # JupyterLab imports its server extensions: a while on a busy 2-core machine
 STOP_S = 60  # SIGTERM to answer: the server shuts its kernels down, then exits

@@ -22,7 +22,6 @@ from playwright.sync_api import Browser, expect
 from test_browser_ui import (
     LOAD_TIMEOUT_MS,
     free_port,
-    needs_chromium,
     opened_page,
     wait_for_image,
 )
@@ -33,6 +32,7 @@ from test_report import MAKE_ENVIRONMENT, copy_checkout
 from vocproj.browser import build_browser
 from vocproj.config import load_profile
 
+from conftest import needs_chromium
 from exports import (
     RELABEL,
     Faults,
