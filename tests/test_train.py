@@ -17,7 +17,7 @@ import vocproj.train as train_module
 from vocproj.artifacts import BEST, HISTORY_FIELDS, LAST, RunFiles, read_history
 from vocproj.config import PARAMS_DIR, Profile, load_profile
 from vocproj.errors import CheckpointError, TrainingDiverged
-from vocproj.model import load_checkpoint
+from vocproj.model import load_checkpoint, save_checkpoint
 from vocproj.train import train_phase, train_phases
 
 EPOCHS = (2, 1, 1)
@@ -114,6 +114,59 @@ def test_changed_settings_start_the_phase_over(tmp_path: Path, small_sample: Pat
     assert (
         load_checkpoint(RunFiles.of(changed).last(1))["profile"]["settings"]["optim"]["lr"] == 0.01
     )
+
+
+def older_versions_fingerprint(profile: Profile, phase: int, missing: tuple[str, ...]) -> dict:
+    """The fingerprint an earlier vocproj wrote: every setting of its time, defaults included
+    (runtime-only ones left out), lacking the `missing` options ("section.key"), which it did
+    not have yet."""
+    settings = profile.to_dict()["settings"]
+    settings["train"]["phases"] = settings["train"]["phases"][:phase]
+    for section, keys in train_module.RUNTIME_ONLY_SETTINGS.items():
+        for key in keys:
+            (settings[section] if section else settings).pop(key, None)
+    for dotted in missing:
+        section, key = dotted.split(".")
+        del settings[section][key]
+    return settings
+
+
+NEWER_OPTIONS = ("optim.freeze_bn", "data.images_without_xml", "augment.phase3_keeps_rotation")
+
+
+def test_a_checkpoint_from_before_an_option_existed_is_kept(tiny: Profile):
+    train_phase(tiny, 1)
+    last = RunFiles.of(tiny).last(1)
+    checkpoint = load_checkpoint(last)
+    checkpoint["fingerprint"] = older_versions_fingerprint(tiny, 1, NEWER_OPTIONS)
+    save_checkpoint(last, checkpoint)
+    stamp, history = last.stat().st_mtime_ns, read_history(RunFiles.of(tiny).history)
+    assert train_phase(tiny, 1) == history
+    assert last.stat().st_mtime_ns == stamp  # finished, so neither retrained nor rewritten
+
+
+def test_an_old_checkpoint_is_another_runs_when_a_new_option_is_set(
+    tmp_path: Path, small_sample: Path
+):
+    project, data_root = tmp_path / "project", small_sample.parents[1]
+    old = load_profile(tiny_profile(project, data_root))
+    train_phase(old, 1)
+    last = RunFiles.of(old).last(1)
+    checkpoint = load_checkpoint(last)
+    checkpoint["fingerprint"] = older_versions_fingerprint(old, 1, NEWER_OPTIONS)
+    save_checkpoint(last, checkpoint)
+    frozen = load_profile(tiny_profile(project, data_root, **{"optim.freeze_bn": True}))
+    assert not train_module.same_settings(checkpoint, frozen, 1)
+    checkpoint["fingerprint"]["optim"]["a_removed_option"] = 1
+    assert not train_module.same_settings(checkpoint, old, 1)
+
+
+def test_only_settings_that_differ_from_their_defaults_are_fingerprinted(tiny: Profile):
+    fingerprint = train_module.training_fingerprint(tiny, 1)
+    assert "optim" not in fingerprint  # the sample profile keeps SGD's defaults
+    assert fingerprint["model"] == {"weights": "none"}
+    assert fingerprint["train"]["phases"] == [{"preset": "resize_crop", "epochs": 2}]
+    assert "root" not in fingerprint["data"] and "device" not in fingerprint["train"]
 
 
 def test_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(

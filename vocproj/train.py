@@ -24,6 +24,7 @@ alone writes files, after rank 0 has prepared the data and the phase's starting 
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -38,13 +39,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 from tqdm.auto import tqdm
 
 from vocproj import __version__
 from vocproj.artifacts import HISTORY_FIELDS, RunFiles, read_history
 from vocproj.cache import BatchAugment, CachedVOCClassification
-from vocproj.config import PhaseSettings, Profile, load_profile
+from vocproj.config import PhaseSettings, Profile, Settings, load_profile
 from vocproj.data import open_split, prepare_data
 from vocproj.distributed import (
     SINGLE_PROCESS,
@@ -115,14 +117,44 @@ class PhaseState:
 
 
 def training_fingerprint(profile: Profile, phase: int) -> dict[str, Any]:
-    """The settings that determine phase `phase`'s result (later phases' settings excluded)."""
-    settings = profile.to_dict()["settings"]
-    settings["train"]["phases"] = settings["train"]["phases"][:phase]
+    """The settings that determine phase `phase`'s result and differ from their defaults.
+
+    Later phases and runtime-only settings are left out. Only values that differ from their
+    defaults count, so an option added with a default never makes a finished checkpoint look
+    trained with other settings.
+    """
+    return fingerprint_of(profile.settings, phase)
+
+
+def fingerprint_of(settings: Settings, phase: int) -> dict[str, Any]:
+    values = settings.model_dump(mode="json", exclude_defaults=True)
+    values["train"]["phases"] = values["train"]["phases"][:phase]
     for section, keys in RUNTIME_ONLY_SETTINGS.items():
-        target = settings[section] if section else settings
+        target = values.get(section, {}) if section else values
         for key in keys:
             target.pop(key, None)
-    return settings
+    return values
+
+
+def recorded_settings(fingerprint: dict[str, Any], profile: Profile) -> Settings | None:
+    """A checkpoint's fingerprint as settings (runtime-only values from `profile`), if valid.
+
+    Fingerprints of earlier versions hold every setting of their time, defaults included; a
+    setting they lack did not exist yet and takes its default. One that no longer exists makes
+    the checkpoint another run's (None).
+    """
+    values = copy.deepcopy(fingerprint)
+    current = profile.to_dict()["settings"]
+    for section, keys in RUNTIME_ONLY_SETTINGS.items():
+        source = current[section] if section else current
+        target = values.setdefault(section, {}) if section else values
+        for key in keys:
+            if key in source:
+                target.setdefault(key, source[key])
+    try:
+        return Settings.model_validate(values)
+    except ValidationError:
+        return None
 
 
 def parameter_groups(
@@ -263,7 +295,10 @@ def checkpoint_is_finished(checkpoint: dict[str, Any]) -> bool:
 
 
 def same_settings(checkpoint: dict[str, Any], profile: Profile, phase: int) -> bool:
-    return checkpoint["fingerprint"] == training_fingerprint(profile, phase)
+    """Whether the checkpoint was trained with the profile's settings (defaults filled in)."""
+    recorded = recorded_settings(checkpoint["fingerprint"], profile)
+    current = training_fingerprint(profile, phase)
+    return recorded is not None and fingerprint_of(recorded, phase) == current
 
 
 def carry_best_checkpoint(profile: Profile, phase: int) -> None:
