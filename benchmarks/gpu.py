@@ -5,10 +5,11 @@
     python benchmarks/gpu.py summary BENCH_JSON WORK SECONDS_JSON OUT_MD
 
 So that what is copied to the GPU machine stays small (about 50 MB), `pack` keeps of each of
-the study's 2,000 photos only what its training and evaluation read: the image cache holds the short side resized to
-224 px and centre-cropped, so that 224×224 image (`vocproj.cache.decode_for_cache`), as JPEG
-quality 85 (about 13 KB). The study's numbers on these differ slightly from those on the
-original JPEGs (one more JPEG round trip); its speed does not.
+the study's 2,000 photos only what its training and evaluation read: the image cache holds the
+short side resized to 224 px and centre-cropped, so that 224×224 image
+(`vocproj.cache.decode_for_cache`), as JPEG quality 85 (about 13 KB). The study's numbers on
+these differ slightly from those on the original JPEGs (one more JPEG round trip); its speed
+does not.
 """
 
 from __future__ import annotations

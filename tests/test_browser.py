@@ -16,7 +16,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +116,7 @@ def upload(app: BrowserApp, name: str, content: bytes) -> None:
             "type": "image/jpeg",
             "size": len(content),
             "content": memoryview(content),
-            "last_modified": datetime(2024, 5, 1, tzinfo=timezone.utc),
+            "last_modified": datetime(2024, 5, 1, tzinfo=UTC),
         },
     )
 

@@ -12,12 +12,12 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import tomllib
 import torch
 from PIL import Image
 from test_browser import converted_inputs, encoded, trained_tiny_project
@@ -46,11 +46,6 @@ from vocproj.predict import (
     threshold_vector,
 )
 from vocproj.voc import CLASSES, read_devkit_split
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
-    import tomli as tomllib
 
 # Imports vocproj's __main__ with every dependency of vocproj's but numpy, Pillow and onnxruntime
 # made unimportable, then runs the command line given after the list.
