@@ -53,7 +53,11 @@ STATE_RTOL = 1e-3
 ENTRY_ATOL = 1e-2
 # What the surviving rank says: its collective failed, or torchrun stopped it first.
 SURVIVOR_MESSAGES = ("another process of this run died", "stopped by torchrun")
-HISTORY_ATOL = {"train_loss": 1e-4, "val_loss": 1e-4, "val_map": 2e-3}
+# Losses (about 0.5 here) to within the state's 1e-3: measured 5e-6 apart on an AVX2 CPU, 1.1e-4
+# on an AVX512 one (phase 3's states 1.1e-7 and 3.4e-4 apart). The val mAP of 40 images moves in
+# steps: one positive swapping places with a negative in one class moves it by about 0.008
+# (measured 0.0074 on the AVX512 CPU, 5e-5 on the AVX2 one).
+HISTORY_ATOL = {"train_loss": 5e-4, "val_loss": 5e-4, "val_map": 0.02}
 
 
 # ------------------------------------------------------------------------ building blocks
