@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -78,20 +79,30 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["objects", "sizes", "examples"])
-def test_data_figures_are_stable_pngs_with_titles(tmp_path, small_sample, splits, name):
+def test_data_figures_are_stable_files_with_titles(tmp_path, small_sample, splits, name):
     draw = {
         "objects": lambda path: explore.plot_objects_per_image(splits, path),
         "sizes": lambda path: explore.plot_image_sizes(splits, path),
-        "examples": lambda path: explore.plot_examples(splits[0], path=path),
+        "examples": lambda path: explore.plot_examples(splits[0], path=path).figure,
     }[name]
-    fig = draw(tmp_path / "first.png")
-    draw(tmp_path / "second.png")
-    assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
+    fig = draw(tmp_path / "first")
+    draw(tmp_path / "second")
+    assert (tmp_path / "first").read_bytes() == (tmp_path / "second").read_bytes()
     assert fig.axes[0].get_title() or fig.get_suptitle()
 
 
+def test_a_grid_of_photos_is_a_jpeg_of_thumbnails_that_notebooks_show(tmp_path, splits):
+    grid = explore.plot_examples(splits[0], path=tmp_path / "examples.jpg")
+    written = (tmp_path / "examples.jpg").read_bytes()
+    assert grid._repr_jpeg_() == grid.jpeg == written
+    assert Image.open(io.BytesIO(written)).format == "JPEG"
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (640, 480), "red").save(big)
+    assert explore.thumbnail(big).size == (explore.THUMBNAIL_PX, explore.THUMBNAIL_PX * 3 // 4)
+
+
 def test_examples_show_ids_and_labels(small_sample, splits):
-    fig = explore.plot_examples(splits[0], count=3)
+    fig = explore.plot_examples(splits[0], count=3).figure
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [
         f"{image_id}\n{explore.label_text(labels, CLASSES)}"
@@ -110,8 +121,8 @@ def test_augmentation_preview_is_seeded_and_leaves_the_global_rng_alone(tmp_path
 
 def test_augmentation_preview_draws_only_where_the_phase_is_random(profile):
     size = profile.settings.train.image_size
-    phase1 = explore.plot_augmentation_preview(profile, 1, count=2, draws=3)
-    phase2 = explore.plot_augmentation_preview(profile, 2, count=2, draws=3)
+    phase1 = explore.plot_augmentation_preview(profile, 1, count=2, draws=3).figure
+    phase2 = explore.plot_augmentation_preview(profile, 2, count=2, draws=3).figure
     assert len(phase1.axes) == 2 * 2 and len(phase2.axes) == 2 * 4
     shown = phase2.axes[1].get_images()[0].get_array()
     assert shown.shape == (size, size, 3)

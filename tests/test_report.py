@@ -193,6 +193,7 @@ def test_environment_keeps_every_stage(tmp_path):
     recorded = json.loads((profile.report_dir / ENVIRONMENT_FILE).read_text())
     assert recorded == {"phase 1": first, "evaluation": first}
     assert first["device"] == "cpu" and first["precision"] == "float32" and first["cpu_cores"]
+    assert first["precision_setting"] == "fp32" and isinstance(first["cpu_native_bf16"], bool)
 
 
 def test_a_missing_run_file_is_named_with_the_step_that_writes_it(tmp_path):
@@ -366,6 +367,36 @@ def test_report_numbers_equal_the_run_files(first_run, reports):
     assert row_cells(text, "02_phase2_rotation.ipynb")[3] == report.format_seconds(
         timings[2].seconds
     )
+
+
+def headings(markdown: str) -> list[str]:
+    """The report's section titles (`## 6. Test-time augmentation` → `Test-time augmentation`)."""
+    return re.findall(r"^## (?:\d+\. )?(.+)$", markdown, flags=re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_the_committed_sample_report_has_every_section_the_code_writes(reports):
+    """reports/sample/ is the repository's face: regenerate it when report.py gains a section."""
+    written = headings((reports / "REPORT.md").read_text())
+    committed = headings((PROJECT_DIR / "reports" / "sample" / "REPORT.md").read_text())
+    assert len(written) >= 10 and committed == written, (
+        "reports/sample/REPORT.md is not what today's report.py writes: run `make report` and "
+        "commit reports/sample/"
+    )
+    figures = set(re.findall(r"\(figures/([^)]+)\)", (reports / "REPORT.md").read_text()))
+    assert figures <= {
+        path.name for path in (PROJECT_DIR / "reports" / "sample" / "figures").iterdir()
+    }
+
+
+def test_no_tracked_report_file_is_over_1_mb():
+    """Executed notebooks and photo grids stay small enough to keep in git."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "reports"], cwd=PROJECT_DIR, capture_output=True, text=True,
+        check=True,
+    ).stdout.split("\0")  # fmt: skip
+    sizes = {name: (PROJECT_DIR / name).stat().st_size for name in listed if name}
+    assert sizes and max(sizes.values()) <= 1_000_000, max(sizes.items(), key=lambda item: item[1])
 
 
 @pytest.mark.slow

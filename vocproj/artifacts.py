@@ -9,7 +9,7 @@
     reports/<profile>/
         metrics.json, top50.json, mistakes.json, calibration.json, tta.json, probe.json,
         dataset.json, environment.json, REPORT.md
-        figures/*.png            the names below
+        figures/*.png, *.jpg     the names below (grids of photos are JPEG)
         notebooks/*.ipynb        the executed notebooks
 
 The data stage (`vocproj.data.prepare_data`) writes `run.json`; training, evaluation, the browser
@@ -60,15 +60,15 @@ LABEL_FREQUENCY_FIGURE = "label_frequency.png"
 COOCCURRENCE_FIGURE = "cooccurrence.png"
 OBJECTS_PER_IMAGE_FIGURE = "objects_per_image.png"
 IMAGE_SIZES_FIGURE = "image_sizes.png"
-EXAMPLES_FIGURE = "examples.png"
-MISTAKES_FIGURE = "mistakes_{kind}.png"  # kind: false_positives | missed (figure(...format()))
+EXAMPLES_FIGURE = "examples.jpg"  # grids of photos are JPEG (explore.PhotoGrid)
+MISTAKES_FIGURE = "mistakes_{kind}.jpg"  # kind: false_positives | missed (figure(...format()))
 RELIABILITY_FIGURE = "reliability.png"  # pooled, before and after temperature scaling
 RELIABILITY_PER_CLASS_FIGURE = "reliability_per_class.png"
 
 
 def augmentation_figure(phase: int) -> str:
     """File name of phase `phase`'s augmentation preview (notebooks 01-03, REPORT.md)."""
-    return f"augment_phase{phase}.png"
+    return f"augment_phase{phase}.jpg"
 
 
 def loss_figure(phase: int) -> str:

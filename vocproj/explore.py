@@ -3,8 +3,10 @@
 Notebook 00 summarises the splits (`summarise_split`, `write_dataset_summary`, which REPORT.md
 reads back) and draws the example grid, objects per image and image sizes; notebooks 01-03 show
 their phase's augmentation on a few images (`plot_augmentation_preview`); notebook 04 shows each
-class's most confident mistakes (`plot_mistakes`, from mistakes.json). Every figure function
-returns its Figure and, given a path, writes it as a PNG with stable bytes (`plots.save_figure`).
+class's most confident mistakes (`plot_mistakes`, from mistakes.json). Every chart function
+returns its Figure and, given a path, writes it as a PNG with stable bytes (`plots.save_figure`);
+the grids of photos are drawn from thumbnails and kept as JPEG (`PhotoGrid`), which is what a
+notebook shows of them too, so that neither the figures nor the executed notebooks grow to MBs.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from vocproj.artifacts import RunFiles, RunRecord
 from vocproj.config import Profile
 from vocproj.data import prepare_data, read_split, split_names
 from vocproj.errors import DatasetError
-from vocproj.io import atomic_write_json
-from vocproj.plots import PathLike, finish_figure, new_figure
+from vocproj.io import atomic_write_bytes, atomic_write_json
+from vocproj.plots import PathLike, finish_figure, jpeg_bytes, new_figure
 from vocproj.runtime import derived_seed
 from vocproj.transforms import augmentations, build_transform, denormalise
 from vocproj.voc import (
@@ -38,9 +40,42 @@ from vocproj.voc import (
     read_annotation,
 )
 
-IMAGE_GRID_WIDTH_IN = 6.0  # image grids are narrower than charts: photos make large PNGs
-MISTAKE_ROWS = 20  # classes shown in a mistakes grid (those whose worst mistake is worst)
+IMAGE_GRID_WIDTH_IN = 6.0  # image grids are narrower than charts
+THUMBNAIL_PX = 200  # a photo in a grid cell (about 140 px wide as saved) needs no more
+MISTAKE_ROWS = 6  # classes shown in a mistakes grid (those whose worst mistake is worst)
 MISTAKE_KINDS = {"false_positives": "most confident false positives", "missed": "most missed"}
+
+
+# ---------------------------------------------------------------- grids of photos
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class PhotoGrid:
+    """A figure of photos with its JPEG rendering, which notebooks display (`_repr_jpeg_`)."""
+
+    figure: Figure
+    jpeg: bytes
+
+    def _repr_jpeg_(self) -> bytes:
+        return self.jpeg
+
+    def __repr__(self) -> str:
+        return f"<PhotoGrid: {self.figure.get_suptitle()!r}, JPEG of {len(self.jpeg):,} bytes>"
+
+
+def finish_photo_grid(fig: Figure, path: PathLike | None) -> PhotoGrid:
+    """Render `fig` as JPEG, written atomically to `path` when one is given."""
+    grid = PhotoGrid(fig, jpeg_bytes(fig))
+    if path is not None:
+        atomic_write_bytes(path, grid.jpeg)
+    return grid
+
+
+def thumbnail(path: PathLike) -> Image.Image:
+    """The photo at `path` (EXIF-rotated RGB), shrunk to fit THUMBNAIL_PX for a grid cell."""
+    image = open_rgb(path)
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    return image
 
 
 # ---------------------------------------------------------------- split statistics
@@ -218,7 +253,7 @@ def plot_examples(
     count: int = 8,
     path: PathLike | None = None,
     columns: int = 4,
-) -> Figure:
+) -> PhotoGrid:
     """The split's first `count` images with their labels ('?': difficult only)."""
     shown = min(count, len(summary.ids))
     rows = math.ceil(shown / columns)
@@ -228,11 +263,11 @@ def plot_examples(
     for index, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if index < shown:
-            ax.imshow(open_rgb(summary.labelled.image_paths[index]))
+            ax.imshow(thumbnail(summary.labelled.image_paths[index]))
             labels = label_text(summary.labels[index], summary.classes)
             ax.set_title(f"{summary.ids[index]}\n{labels}", fontsize="small")
     fig.suptitle(f"Example images of the {summary.split} split with their labels")
-    return finish_figure(fig, path)
+    return finish_photo_grid(fig, path)
 
 
 def plot_augmentation_preview(
@@ -241,7 +276,7 @@ def plot_augmentation_preview(
     path: PathLike | None = None,
     count: int = 2,
     draws: int = 3,
-) -> Figure:
+) -> PhotoGrid:
     """A few training images as the model sees them in phase `phase`.
 
     Each row is one image: the original, then `draws` random draws of the phase's transform
@@ -262,13 +297,13 @@ def plot_augmentation_preview(
         torch.manual_seed(derived_seed(settings.seed, "preview", phase))
         for row, image_id, image_path in zip(axes, ids, paths, strict=True):
             image = open_rgb(image_path)
-            _show(row[0], np.asarray(image), f"{image_id} (original)")
+            _show(row[0], np.asarray(thumbnail(image_path)), f"{image_id} (original)")
             for draw, ax in enumerate(row[1:], start=1):
                 tensor = denormalise(transform(image), normalisation)
                 _show(ax, tensor.permute(1, 2, 0).numpy(), f"{preset} #{draw}")
     size = settings.train.image_size
     fig.suptitle(f"Phase {phase}: what the model sees ({preset}, {size}×{size} px)")
-    return finish_figure(fig, path)
+    return finish_photo_grid(fig, path)
 
 
 def _show(ax: Any, pixels: np.ndarray, title: str) -> None:
@@ -325,7 +360,7 @@ def plot_mistakes(
     kind: str,
     path: PathLike | None = None,
     per_class: int = 4,
-) -> Figure:
+) -> PhotoGrid:
     """One row per class: its `per_class` most confident false positives or most missed images."""
     names = worst_classes(mistakes, kind, MISTAKE_ROWS)
     rows = max(1, len(names))
@@ -337,8 +372,8 @@ def plot_mistakes(
     for row, name in enumerate(names):
         for column, entry in enumerate(mistakes["classes"][name][kind][:per_class]):
             ax = axes[row, column]
-            ax.imshow(open_rgb(image_paths[entry["id"]]))
+            ax.imshow(thumbnail(image_paths[entry["id"]]))
             ax.set_title(mistake_title(entry, name, kind), fontsize=6)
     shown = "" if len(names) == len(mistakes["classes"]) else f" ({len(names)} worst classes)"
     fig.suptitle(f"Each class's {MISTAKE_KINDS[kind]}{shown}")
-    return finish_figure(fig, path)
+    return finish_photo_grid(fig, path)

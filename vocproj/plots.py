@@ -41,7 +41,9 @@ from vocproj.metrics import (
 )
 
 PHASE_BOUNDARY_GID = "phase-boundary"
-DPI = 150
+DPI = 150  # figure files
+SHOWN_DPI = 90  # figures as notebooks show them (an executed notebook stays well under 1 MB)
+JPEG_QUALITY = 75
 WIDTH_IN = 8.0
 HISTORY_KEYS = ("phase", "epoch", "train_loss", "val_loss")
 
@@ -98,15 +100,24 @@ def png_bytes(fig: Figure, dpi: float = DPI) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_bytes(fig: Figure, dpi: float = SHOWN_DPI, quality: int = JPEG_QUALITY) -> bytes:
+    """Render `fig` to JPEG in memory: grids of photos (PNG stores them at several MB), written
+    as notebooks show them."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", dpi=dpi, pil_kwargs={"quality": quality, "optimize": True})
+    return buffer.getvalue()
+
+
 def save_figure(fig: Figure, path: PathLike) -> None:
     """Render `fig` to PNG in memory, then write it atomically."""
     atomic_write_bytes(path, png_bytes(fig))
 
 
 def new_figure(
-    height_in: float, width_in: float = WIDTH_IN, dpi: float = DPI, **subplots: Any
+    height_in: float, width_in: float = WIDTH_IN, dpi: float = SHOWN_DPI, **subplots: Any
 ) -> tuple[Figure, Any]:
-    """A pyplot-free Figure on an Agg canvas with its subplots (the house size and dpi)."""
+    """A pyplot-free Figure on an Agg canvas with its subplots (the house size; shown at `dpi`,
+    written at DPI by `save_figure`)."""
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(**subplots)

@@ -49,7 +49,7 @@ from vocproj.images import TTA_MODES
 from vocproj.io import atomic_write_json, atomic_write_text
 from vocproj.metrics import best_threshold
 from vocproj.model import load_checkpoint
-from vocproj.runtime import runtime_for
+from vocproj.runtime import cpu_runs_bf16_natively, detect_cpu_flags, runtime_for
 from vocproj.transforms import augmentations
 from vocproj.voc import CLASSES
 
@@ -308,6 +308,8 @@ def environment_record(profile: Profile) -> dict[str, Any]:
         "device": device.type,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "precision": str(runtime.autocast_dtype or torch.float32).removeprefix("torch."),
+        "precision_setting": profile.settings.train.precision,  # auto: the hardware's choice
+        "cpu_native_bf16": cpu_runs_bf16_natively(detect_cpu_flags()),
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "loader_workers": runtime.num_workers,
@@ -792,6 +794,8 @@ def _hardware_and_time(inputs: ReportInputs) -> str:
 
 {_hardware(inputs.environment)}
 
+{_arithmetic(inputs.environment)}
+
 {_timings(inputs.timings)}
 """
 
@@ -815,6 +819,18 @@ def _hardware(environment: Mapping[str, Any] | None) -> str:
          "python", "platform"],
         rows, align="l" * 9,
     )  # fmt: skip
+
+
+def _arithmetic(environment: Mapping[str, Any] | None) -> str:
+    """One sentence: which arithmetic the run used, and that other hardware gives other numbers."""
+    if not environment:
+        return ""
+    precisions = sorted({record["precision"] for record in environment.values()})
+    return (
+        f"This run computed in {' and '.join(precisions)}. With `train.precision: auto` a CPU "
+        "with native bfloat16 (AVX512-BF16 or AMX) trains in bfloat16 and one without in "
+        "float32, so the same profile and seed give different numbers on the two."
+    )
 
 
 def _stage_order(stage: str) -> tuple[int, str]:
