@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -285,6 +286,13 @@ def tta_modes(text: str) -> list[str]:
     return modes
 
 
+def add_wait_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--wait", action="store_true",
+        help="if another run of the profile holds its folder, wait for it instead of stopping",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vocproj", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -320,12 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--phase", default="all", help="1, 2, 3 or all")
     train.add_argument("--retrain", action="store_true", help="retrain finished phases")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_wait_option(train)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score val with the best checkpoint")
     evaluate.add_argument("--profile", default="sample", help="profile name or YAML path")
     evaluate.add_argument("--split", default=None, help="split to score (default: val)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_wait_option(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     tta = commands.add_parser(
@@ -337,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=tta_modes,
         help=f"comma-separated, of {', '.join(TTA_MODES)} (default: evaluate.tta_compare)",
     )
+    add_wait_option(tta)
     tta.set_defaults(run=cmd_tta)
 
     metrics = commands.add_parser("metrics", help="metrics, top-50 and figures from scores.npz")
@@ -347,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="generate (sample) or download a profile's data")
     data.add_argument("--profile", default="sample", help="profile name or YAML path")
+    add_wait_option(data)
     data.set_defaults(run=cmd_data)
 
     probe = commands.add_parser(
@@ -355,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--profile", default="sample", help="profile name or YAML path")
     probe.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
     probe.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_wait_option(probe)
     probe.set_defaults(run=cmd_probe)
 
     init = commands.add_parser(
@@ -418,12 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--profile", default="sample", help="profile name or YAML path")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only one)")
     export.add_argument("--out", help="the model file (default runs/<profile>/model.onnx)")
+    add_wait_option(export)
     export.set_defaults(run=cmd_export)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "wait", False):
+        from vocproj.locks import WAIT_VARIABLE
+
+        os.environ[WAIT_VARIABLE] = "1"  # torchrun's processes inherit it
     run: Callable[[argparse.Namespace], int | None] = args.run
     try:
         code = run(args)

@@ -27,6 +27,7 @@ from vocproj.data import read_split
 from vocproj.errors import CheckpointError, ScoresError
 from vocproj.images import model_input, read_image
 from vocproj.io import atomic_path
+from vocproj.locks import owns_run_folder
 from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
 from vocproj.onnx_model import load_onnx_model
 from vocproj.predict import Engine, ModelCard
@@ -169,6 +170,7 @@ class Export:
     images: int
 
 
+@owns_run_folder("the export")
 def export_run(profile: Profile, out: str | os.PathLike[str] | None = None) -> Export:
     """Export the run's best model to ONNX, then check it on up to 16 of the run's val photos."""
     model, card = run_model(profile)

@@ -31,3 +31,7 @@ class TrainingDiverged(VocprojError):
 
 class TrainingFailed(VocprojError):
     """Training in other processes (torchrun) ended with an error; finished epochs are kept."""
+
+
+class FolderInUse(VocprojError):
+    """Another process holds the folder's lock (vocproj/locks.py): a run of the same profile."""

@@ -26,6 +26,7 @@ from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data, read_split
 from vocproj.images import TTA_VIEWS, Normalisation, model_views
 from vocproj.io import atomic_write_json
+from vocproj.locks import owns_run_folder
 from vocproj.metrics import mean_average_precision, save_scores, write_metrics
 from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
 from vocproj.runtime import Runtime, runtime_for, select_num_workers
@@ -124,6 +125,7 @@ def score_split(
     return path
 
 
+@owns_run_folder("the evaluation")
 def evaluate(profile: Profile, split: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Score the split, then write metrics.json, top50.json, mistakes.json and
     calibration.json; return the metrics."""
@@ -133,6 +135,7 @@ def evaluate(profile: Profile, split: str | None = None, progress: bool = True) 
     return metrics
 
 
+@owns_run_folder("test-time augmentation")
 def compare_tta(
     profile: Profile, modes: list[str] | None = None, split: str | None = None
 ) -> dict[str, Any]:

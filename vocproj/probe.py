@@ -19,6 +19,7 @@ from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
 from vocproj.data import open_split, prepare_data
 from vocproj.io import atomic_write_json
+from vocproj.locks import owns_run_folder
 from vocproj.metrics import mean_average_precision
 from vocproj.model import build_model
 from vocproj.runtime import Runtime, runtime_for
@@ -59,6 +60,7 @@ def fit_and_score(
     return scores
 
 
+@owns_run_folder("the linear probe")
 def linear_probe(profile: Profile, *, c: float = DEFAULT_C, progress: bool = True) -> dict:
     """Fit the probe on the train split, score val, write probe.json; return its contents."""
     started = time.perf_counter()

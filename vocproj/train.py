@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ from vocproj.distributed import (
 )
 from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
 from vocproj.io import atomic_write_text
+from vocproj.locks import owning
 from vocproj.metrics import mean_average_precision
 from vocproj.model import (
     build_model,
@@ -636,6 +638,8 @@ def train_phase(
     A finished phase is not retrained unless `retrain` is set. Returns the history so far.
     Under torchrun (vocproj/distributed.py) every process calls it; rank 0 prepares first.
     `processes` > 1 starts torchrun with that many processes on this machine to train it.
+    The run folder is this run's alone meanwhile (`owning_run`): a second run of the profile
+    stops at once (or waits for it, with VOCPROJ_WAIT=1).
     """
     phases = profile.settings.train.phases
     if not 1 <= phase <= len(phases):
@@ -643,6 +647,22 @@ def train_phase(
     if processes > 1:
         return train_with_torchrun(profile, phase, processes, retrain=retrain)
     world = current_world()
+    with owning_run(profile, world, f"phase {phase}"):
+        return train_phase_here(profile, phase, world, retrain=retrain, progress=progress)
+
+
+def owning_run(profile: Profile, world: World, what: str) -> AbstractContextManager[None]:
+    """The run folder's lock (vocproj/locks.py), held by rank 0 or the only process."""
+    if world.is_main:
+        return owning(profile.run_dir, f"{what} of {profile.profile}")
+    return nullcontext()
+
+
+def train_phase_here(
+    profile: Profile, phase: int, world: World, *, retrain: bool, progress: bool | None
+) -> list[dict[str, Any]]:
+    """train_phase's work in this process (one rank of several under torchrun)."""
+    phases = profile.settings.train.phases
     check_batch_size(profile.settings.train.batch_size, world)
     progress = world.is_main and (profile.settings.train.progress if progress is None else progress)
     runtime = runtime_for(profile, world.local_rank if world.is_distributed else None)
@@ -784,8 +804,10 @@ def train_phases(
     profile: Profile, phases: Iterable[int] | None = None, *, retrain: bool = False,
     progress: bool | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Train the given phases (all by default) in order; returns the full history."""
+    """Train the given phases (all by default) in order, owning the run folder throughout;
+    returns the full history."""
     history: list[dict[str, Any]] = []
-    for phase in phases or range(1, len(profile.settings.train.phases) + 1):
-        history = train_phase(profile, phase, retrain=retrain, progress=progress)
+    with owning_run(profile, current_world(), "training"):
+        for phase in phases or range(1, len(profile.settings.train.phases) + 1):
+            history = train_phase(profile, phase, retrain=retrain, progress=progress)
     return history
