@@ -40,6 +40,7 @@ from vocproj.download import (
     subset_ids,
 )
 from vocproj.errors import DownloadError
+from vocproj.locks import LOCK_FILE
 from vocproj.voc import CLASSES
 
 PRODUCTION = dict(ARCHIVES)  # taken before any test substitutes its own MD5s
@@ -356,7 +357,7 @@ def test_checksum_mismatch_on_every_mirror_lists_them_all(
     message = str(raised.value)
     for folder in (server.folder("a"), server.folder("b")):
         assert re.search(rf"{re.escape(folder + V12)}: MD5 mismatch", message)
-    assert sorted(path.name for path in tmp_path.iterdir()) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == [LOCK_FILE]
 
 
 @pytest.mark.parametrize(("year", "other_year"), [(2012, 2007), (2007, 2012)])
@@ -511,7 +512,7 @@ def test_member_climbing_out_of_the_target_is_refused(
     with pytest.raises(DownloadError, match=r"Refusing to extract .*escape"):
         fetch(root, [], archives=[archive])
 
-    assert sorted(path.name for path in tmp_path.rglob("*")) == ["a", "b", "evil.tar"]
+    assert sorted(path.name for path in tmp_path.rglob("*")) == [LOCK_FILE, "a", "b", "evil.tar"]
 
 
 def test_absolute_member_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -538,7 +539,7 @@ def test_archive_without_the_voc_layout_is_refused(
     with pytest.raises(DownloadError, match="no VOCdevkit/VOC2012/ directory"):
         fetch(tmp_path / "data", [], archives=[archive])
 
-    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == []
+    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == [LOCK_FILE]
 
 
 @pytest.mark.parametrize("progress", [False, True])

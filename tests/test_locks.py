@@ -132,3 +132,29 @@ def test_the_lock_is_reentrant_in_a_process_and_names_its_holder_to_others(
         holder.wait()
     with owning(folder, "a test after the holder was killed"):
         pass
+
+
+def data_command(path: Path, *extra: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "vocproj", "data", "--profile", str(path), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_data_generation_has_one_writer_and_a_waiting_run_finds_it_complete(tmp_path: Path):
+    path = tiny_profile(
+        tmp_path / "project", tmp_path / "data", **{"data.sample_train_images": 3000}
+    )
+    data_root = load_profile(path).data_root
+    first = data_command(path)
+    holder = wait_for_holder(data_root, first)
+    second, waiting = data_command(path), data_command(path, "--wait")
+    said, _ = second.communicate(timeout=120)
+    assert first.poll() is None, "the first should still be generating"
+    assert second.returncode == 2
+    assert f"error: {data_root} is in use by process {holder} (python -m vocproj data" in said
+    assert said.rstrip().endswith("to start generating the sample dataset when it has.")
+    assert first.wait(timeout=300) == 0
+    waited, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and f"waiting for process {holder}" in waited, waited
+    assert "data ready at" in waited and "train 3000 images" in waited
+    assert sorted(p.name for p in data_root.iterdir()) == [".lock", "VOCdevkit"]  # no partial

@@ -17,7 +17,6 @@ from vocproj.artifacts import RunFiles, RunRecord, write_record
 from vocproj.cache import CachedVOCClassification
 from vocproj.config import Profile
 from vocproj.images import Normalisation
-from vocproj.locks import owning
 from vocproj.model import input_normalisation
 from vocproj.transforms import PresetName, build_transform
 from vocproj.voc import CLASSES, LabelledSplit, VOCClassification, check_voc_root, read_devkit_split
@@ -54,16 +53,6 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
 def fetch_data(profile: Profile, *, progress: bool = True) -> Path:
     """Generate, find or fetch a VOC source's data if needed; return its devkit tree."""
     data = profile.settings.data
-    in_place = profile.voc_root != profile.data_root / profile.devkit_subdir  # a preferred tree
-    if data.source == "local" or (in_place and data.source != "sample"):
-        return check_voc_root(profile.voc_root)
-    with owning(profile.data_root, f"preparing the data of {profile.profile}"):
-        return generate_or_download(profile, progress=progress)
-
-
-def generate_or_download(profile: Profile, *, progress: bool = True) -> Path:
-    """The sample generator's or the downloader's tree, made if it is not there yet."""
-    data = profile.settings.data
     if data.source == "sample":
         from vocproj.sample import write_sample_dataset
 
@@ -74,6 +63,9 @@ def generate_or_download(profile: Profile, *, progress: bool = True) -> Path:
             n_val=data.sample_val_images,
             progress=progress,
         )
+    in_place = profile.voc_root != profile.data_root / profile.devkit_subdir  # a preferred tree
+    if data.source == "local" or in_place:
+        return check_voc_root(profile.voc_root)
     from vocproj.download import fetch_voc, fetch_voc2007_subset, subset_ids
 
     if data.source == "voc2007-real":

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from vocproj.errors import DownloadError
 from vocproj.io import atomic_write_text
+from vocproj.locks import owns_folder_argument
 from vocproj.voc import CLASSES, jpeg_path
 
 
@@ -120,6 +121,7 @@ class _TransferInterrupted(Exception):
     """The body stopped short or the resume went wrong; another attempt may finish it."""
 
 
+@owns_folder_argument("the download")
 def fetch_voc(
     root: str | os.PathLike[str],
     year: int,
@@ -142,6 +144,7 @@ def fetch_voc(
     return voc_dir
 
 
+@owns_folder_argument("the download")
 def fetch_voc2007_subset(
     root: str | os.PathLike[str],
     split_ids: Mapping[str, Sequence[str]],

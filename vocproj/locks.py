@@ -3,9 +3,9 @@ its data folder.
 
 `owning(folder, what)` holds an operating-system lock on `<folder>/.lock` (filelock's `FileLock`,
 an `flock` on Unix) for as long as the block runs. The kernel drops the lock when its process
-ends, however it ends, so a lock left by a killed run never blocks the next one. Beside it,
-`<folder>/.lock.holder` says who holds it (process id, command, start time), for the one-line
-message a second run stops with. A second run stops at once, unless asked to wait: the CLI's
+ends, however it ends, so a lock left by a killed run never blocks the next one; the empty
+`.lock` file stays. Beside it, while it is held, `<folder>/.lock.holder` says who holds it
+(process id, command, start time), for the one-line message a second run stops with. A second run stops at once, unless asked to wait: the CLI's
 `--wait`, or VOCPROJ_WAIT=1 in the environment (`VOCPROJ_WAIT=1 make report`, or a notebook's
 kernel started with it). The lock is
 re-entrant within a process, so a function that owns a folder may call another that does.
@@ -62,6 +62,8 @@ def owning(folder: Path, what: str) -> Iterator[None]:
             atomic_write_json(folder / HOLDER_FILE, this_process())
         yield
     finally:
+        if first:  # while still holding it, so that no next holder's file is removed
+            (folder / HOLDER_FILE).unlink(missing_ok=True)
         lock.release()
 
 
@@ -73,6 +75,20 @@ def owns_run_folder(what: str) -> Callable[[Function], Function]:
         def owned(profile: Any, *args: Any, **kwargs: Any) -> Any:
             with owning(profile.run_dir, f"{what} of {profile.profile}"):
                 return function(profile, *args, **kwargs)
+
+        return owned  # type: ignore[return-value]
+
+    return decorate
+
+
+def owns_folder_argument(what: str) -> Callable[[Function], Function]:
+    """Make a function whose first argument is a folder own that folder while it writes there."""
+
+    def decorate(function: Function) -> Function:
+        @functools.wraps(function)
+        def owned(folder: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+            with owning(Path(folder), what):
+                return function(folder, *args, **kwargs)
 
         return owned  # type: ignore[return-value]
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from vocproj.errors import ConfigError, DatasetError
 from vocproj.io import atomic_write_json
+from vocproj.locks import owning
 from vocproj.voc import CLASSES, jpeg_path, labels_from_objects, write_class_files
 
 DEFAULT_SEED = 0
@@ -598,9 +599,10 @@ def write_sample_dataset(
     wanted = _manifest_for(seed, n_train, n_val)
     root = sample_voc_root(out)
     try:
-        if not _is_complete(root, wanted):
-            _refuse_foreign_tree(root)
-            _build(root, wanted, progress=progress)
+        with owning(Path(out), "generating the sample dataset"):  # one writer at a time
+            if not _is_complete(root, wanted):
+                _refuse_foreign_tree(root)
+                _build(root, wanted, progress=progress)
     except OSError as exc:
         raise DatasetError(
             f"could not write the sample dataset at {root}: {exc}; check that {Path(out)} is a "
