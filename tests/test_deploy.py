@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -259,6 +260,36 @@ def test_onnx_predict_runs_without_torch_and_reports_bad_files(
     for entry in document["predictions"]:
         passed = [c for c in document["classes"] if entry["probabilities"][c] >= threshold]
         assert sorted(entry["labels"]) == sorted(passed)
+
+
+def test_predict_over_a_folder_with_a_device_a_fifo_and_a_huge_file_predicts_the_rest(
+    tiny_yaml: str, real_voc: Path, tmp_path: Path
+):
+    """Nothing in the folder takes predict down: each odd file is a FAILED row naming it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in read_devkit_split(real_voc, "val").image_paths[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(folder / "fifo.jpg")
+    with (folder / "huge.jpg").open("wb") as huge:  # sparse: 300 MB on paper, nothing on disk
+        huge.truncate(300 * 2**20)
+    out = tmp_path / "labels.json"
+    command = ["predict", str(folder), "--profile", tiny_yaml, "--out", str(out), "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-m", "vocproj", *command], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1, result.stderr
+    failed = {Path(line.split()[0]).name: line for line in result.stdout.splitlines()
+              if "FAILED:" in line}  # fmt: skip
+    assert set(failed) == {"zero.jpg", "fifo.jpg", "huge.jpg"}
+    assert "is a character device, not a regular file" in failed["zero.jpg"]
+    assert "is a named pipe (FIFO), not a regular file" in failed["fifo.jpg"]
+    assert (
+        "is over 200 MB (300 MB or more), the most vocproj reads of one file" in failed["huge.jpg"]
+    )
+    assert "predicted 3 of 6 image file(s)" in result.stdout
+    assert len(json.loads(out.read_text())["predictions"]) == 3
 
 
 def test_the_onnx_path_really_is_blocked_from_torch(exported, photo_folder: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -307,12 +308,65 @@ def test_two_xml_naming_one_image_are_an_error_naming_both(tmp_path: Path) -> No
     assert str(first) in str(error.value) and str(second) in str(error.value)
 
 
-@pytest.mark.parametrize("writer", WRITERS)
-def test_malformed_xml_is_an_error_naming_the_file(tmp_path: Path, writer) -> None:
-    truth = writer(tmp_path / "export", 12, faults=Faults(malformed_xml=True))
+def test_a_malformed_xml_that_a_split_list_names_stops_the_scan_naming_it(tmp_path: Path):
+    truth = write_cvat_export(tmp_path / "export", 12, faults=Faults(malformed_xml=True))
     (xml,) = truth.bad["malformed_xml"]
-    with pytest.raises(DatasetError, match=rf"{xml} is malformed XML"):
+    relative = xml.relative_to(tmp_path / "export").as_posix()
+    with pytest.raises(DatasetError, match=rf"\n  {relative}: is not well-formed XML \(") as error:
         scan_export(tmp_path / "export")
+    assert "remove their ids from the lists in ImageSets/Main" in str(error.value)
+
+
+ENTITY_BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<annotation><filename>x.jpg</filename><object><name>&lol2;</name></object></annotation>
+"""
+HOSTILE_XML = {
+    "an entity bomb": (ENTITY_BOMB, "declares a DOCTYPE or entities"),
+    "a DOCTYPE": (b"<!DOCTYPE annotation><annotation/>", "declares a DOCTYPE or entities"),
+    "Latin-1 bytes": ("<annotation><filename>é.jpg</filename></annotation>".encode("latin-1"),
+                      "is not UTF-8 (byte 0xe9 at offset 22) and declares no other encoding"),
+    "not XML": (b"%PDF-1.4 not an annotation", "is not well-formed XML (not well-formed"),
+    "nothing": (b"", "is empty"),
+    "a file outside": (b"<annotation><filename>../../../etc/passwd</filename></annotation>",
+                       "names <filename> '../../../etc/passwd', outside the export"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("content, reason", HOSTILE_XML.values(), ids=HOSTILE_XML)
+@pytest.mark.parametrize("writer", [write_labelimg_export, write_roboflow_export])
+def test_a_hostile_xml_is_left_out_by_name_with_its_image_and_the_rest_is_read(
+    tmp_path: Path, writer, content: bytes, reason: str
+) -> None:
+    truth = writer(tmp_path / "export", 12)
+    planned = sorted((p for split in truth.splits.values() for p in split.values()), key=str)[4]
+    planned.xml.write_bytes(content)
+    export = scan_export(tmp_path / "export")
+    ((xml, said),) = export.unreadable
+    assert xml == planned.xml and said.startswith(reason), said
+    read = [image.image_path for split in export.splits.values() for image in split]
+    assert len(read) == 11 and planned.image not in read
+    assert planned.image not in {i.image_path for s in export.unannotated.values() for i in s}
+
+
+def test_a_fifo_or_device_named_xml_is_refused_without_blocking(tmp_path: Path) -> None:
+    truth = write_labelimg_export(tmp_path / "export", 12)
+    first, second = sorted((p for split in truth.splits.values() for p in split.values()), key=str)[
+        4:6
+    ]
+    first.xml.unlink()
+    os.mkfifo(first.xml)
+    second.xml.unlink()
+    second.xml.symlink_to("/dev/zero")
+    export = scan_export(tmp_path / "export")
+    assert dict(export.unreadable) == {
+        first.xml: f"cannot be read: {first.xml} is a named pipe (FIFO), not a regular file: "
+        "vocproj reads only files (a link to one is fine); leave it out or replace it with the "
+        "file itself.",
+        second.xml: f"cannot be read: {second.xml} is a character device, not a regular file: "
+        "vocproj reads only files (a link to one is fine); leave it out or replace it with the "
+        "file itself.",
+    }
 
 
 def test_missing_empty_and_unrecognised_folders_are_errors(tmp_path: Path) -> None:

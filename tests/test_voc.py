@@ -156,7 +156,7 @@ def test_id_without_jpeg(voc_tree):
 def test_malformed_xml(voc_tree):
     voc = voc_tree(BASIC)
     (voc / "Annotations" / "2008_000001.xml").write_text("<annotation><object><name>dog")
-    with pytest.raises(DatasetError, match=r"2008_000001\.xml is malformed XML"):
+    with pytest.raises(DatasetError, match=r"2008_000001\.xml is not well-formed XML"):
         read_labels(voc, "train")
 
 

@@ -48,6 +48,7 @@ from vocproj.artifacts import (
 from vocproj.config import Profile
 from vocproj.data import read_split
 from vocproj.errors import CheckpointError, ScoresError, VocprojError
+from vocproj.files import MAX_IMAGE_BYTES, read_regular_file
 from vocproj.images import Normalisation, decode_image, model_input
 from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
 from vocproj.plots import probability_chart_png
@@ -505,7 +506,7 @@ class BrowserApp:
             return
         name, entries = next(iter(self.evaluation.top50.items()))
         path = self.image_path(entries[0].id)
-        self._predict_bytes(path.name, path.read_bytes())
+        self._predict_bytes(path.name, read_regular_file(path, MAX_IMAGE_BYTES))
         self.predict_caption.value = (
             f"<i>Example: {html.escape(path.name)}, the top-1 validation image for {name}. "
             f"Upload your own with <b>Choose image</b>.</i>"

@@ -29,6 +29,14 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
         data_dir = export.folder
     else:
         export, data_dir = None, fetch_data(profile, progress=progress)
+    if export is not None and export.unreadable:
+        path, reason = export.unreadable[0]
+        more = f" (and {len(export.unreadable) - 1} more)" if len(export.unreadable) > 1 else ""
+        warnings.warn(
+            f"{profile.profile}: annotation {path} {reason}: left out with its image{more}; "
+            "`python -m vocproj init-profile` lists them all",
+            UserWarning, stacklevel=2,
+        )  # fmt: skip
     classes = run_classes(profile, export)
     splits = [read_split(profile, name, classes, export) for name in split_names(profile)]
     for warning in layouts.class_warnings(splits):

@@ -35,3 +35,7 @@ class TrainingFailed(VocprojError):
 
 class FolderInUse(VocprojError):
     """Another process holds the folder's lock (vocproj/locks.py): a run of the same profile."""
+
+
+class RefusedFile(VocprojError):
+    """A path given as a file is a device, pipe, socket or folder, or larger than vocproj reads."""

@@ -19,13 +19,13 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
 from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vocproj.errors import VocprojError
+from vocproj.errors import RefusedFile, VocprojError
+from vocproj.files import MAX_IMAGE_BYTES, read_regular_file
 
 TTA = Literal["none", "hflip", "five_crop", "five_crop_flip"]
 TTA_MODES: tuple[str, ...] = get_args(TTA)
@@ -76,9 +76,12 @@ def decode_image(content: bytes, name: str) -> Image.Image:
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """`decode_image` of a file on disk; a missing or unreadable file is an ImageDecodeError."""
+    """`decode_image` of a file on disk (a regular file of at most MAX_IMAGE_BYTES); a missing,
+    unreadable or refused one (a device, a pipe, a folder, a huge file) is an ImageDecodeError."""
     try:
-        content = Path(path).read_bytes()
+        content = read_regular_file(path, MAX_IMAGE_BYTES)
+    except RefusedFile as err:
+        raise ImageDecodeError(str(err)) from None
     except OSError as err:
         raise ImageDecodeError(f"{path} cannot be read ({err.strerror or err}).") from None
     return decode_image(content, str(path))

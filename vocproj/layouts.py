@@ -40,6 +40,7 @@ import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from vocproj.errors import DatasetError
+from vocproj.files import read_text
 from vocproj.io import atomic_write_text
 from vocproj.voc import (
     CLASSES,
@@ -47,6 +48,7 @@ from vocproj.voc import (
     PRESENT,
     Annotation,
     LabelledSplit,
+    UnreadableAnnotation,
     check_class_names,
     labels_from_objects,
     read_annotation,
@@ -108,6 +110,7 @@ class Export:
     unannotated: dict[str, list[AnnotatedImage]]
     xml_without_image: list[Path]
     labelmap: tuple[str, ...] | None = None
+    unreadable: tuple[tuple[Path, str], ...] = ()  # annotation files left out, with the reason
 
     @property
     def images_without_xml(self) -> list[Path]:
@@ -262,52 +265,83 @@ def _image_id(base: Path, image: Path) -> str:
     return _stem_key(image.relative_to(base)).as_posix()
 
 
-def _pair_side_by_side(
-    base: Path, folder: Path
-) -> tuple[list[AnnotatedImage], list[AnnotatedImage], list[Path]]:
-    """Annotated images, images without XML and XML without image under `folder`."""
+@dataclass
+class Pairing:
+    """What pairing XML with images under a folder found."""
+
+    annotated: list[AnnotatedImage]
+    unannotated: list[AnnotatedImage]
+    orphans: list[Path]  # XML without an image
+    unreadable: list[tuple[Path, str]]  # XML left out (their images too), with the reason
+
+
+def read_export_annotation(xml: Path, export_root: Path) -> Annotation:
+    """read_annotation, refusing a `<filename>` that points outside the export."""
+    annotation = read_annotation(xml)
+    name = annotation.filename
+    if name and (Path(name).is_absolute() or not _inside(xml.parent / name, export_root)):
+        raise UnreadableAnnotation(xml, f"names <filename> {name!r}, outside the export")
+    return annotation
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
+
+
+def _pair_side_by_side(base: Path, folder: Path) -> Pairing:
+    """Annotated images, images without XML, XML without image and unreadable XML under
+    `folder`; an image whose XML is unreadable is left out with it."""
     files = _files(folder)
     index = _image_index(path for path in files if _is_image(path))
-    annotated, orphans, claimed = [], [], {}
+    found = Pairing([], [], [], [])
+    claimed: dict[Path, Path] = {}
     for xml in filter(_is_xml, files):
-        annotation = read_annotation(xml)
+        try:
+            annotation = read_export_annotation(xml, base)
+        except UnreadableAnnotation as err:
+            found.unreadable.append((xml, err.reason))
+            for image in index.get(_stem_key(xml), []):
+                claimed.setdefault(image, xml)
+            continue
         image = _find_image(index, xml.parent, annotation.filename, _stem_key(xml))
         if image is None:
-            orphans.append(xml)
+            found.orphans.append(xml)
             continue
         _claim(claimed, image, xml)
         objects = tuple(annotation.objects)
-        annotated.append(AnnotatedImage(_image_id(base, image), image, xml, objects))
-    unannotated = [
+        found.annotated.append(AnnotatedImage(_image_id(base, image), image, xml, objects))
+    found.unannotated = [
         AnnotatedImage(_image_id(base, image), image, None)
         for images in index.values()
         for image in images
         if image not in claimed
     ]
-    _check_unique_ids(annotated + unannotated)
-    return annotated, unannotated, orphans
+    _check_unique_ids(found.annotated + found.unannotated)
+    return found
 
 
 def _scan_flat(folder: Path) -> Export:
-    annotated, unannotated, orphans = _pair_side_by_side(folder, folder)
+    found = _pair_side_by_side(folder, folder)
     return Export(
-        folder, "flat", folder, {POOL: annotated}, {POOL: unannotated}, orphans,
-        _read_labelmap(folder),
+        folder, "flat", folder, {POOL: found.annotated}, {POOL: found.unannotated}, found.orphans,
+        _read_labelmap(folder), tuple(found.unreadable),
     )  # fmt: skip
 
 
 def _scan_roboflow(folder: Path) -> Export:
-    splits, unannotated, orphans = {}, {}, []
+    splits, unannotated, orphans, unreadable = {}, {}, [], []
     for name in ROBOFLOW_SPLITS:
         if (folder / name).is_dir():
-            splits[name], unannotated[name], missing = _pair_side_by_side(folder, folder / name)
-            orphans += missing
+            found = _pair_side_by_side(folder, folder / name)
+            splits[name], unannotated[name] = found.annotated, found.unannotated
+            orphans += found.orphans
+            unreadable += found.unreadable
     if not splits:
         raise DatasetError(
             f"{folder} has none of Roboflow's split folders train/, valid/, test/; {EXPECTED}. "
             f"Set data.layout: auto, or point data.export_dir at the unzipped Roboflow export."
         )
-    return Export(folder, "roboflow", folder, splits, unannotated, orphans, None)
+    return Export(folder, "roboflow", folder, splits, unannotated, orphans, None, tuple(unreadable))
 
 
 def _scan_devkit(folder: Path) -> Export:
@@ -324,25 +358,40 @@ def _scan_devkit(folder: Path) -> Export:
             f"'Save images'), or copy them into {jpeg}."
         )
     index = _image_index(path for path in _files(jpeg) if _is_image(path))
-    read = cache(read_annotation)
+    read = cache(lambda xml: read_export_annotation(xml, root))
     lists = _split_lists(root / "ImageSets" / "Main")
-    splits, unannotated, orphans = {}, {}, set()
+    splits, unannotated, orphans, unreadable = {}, {}, set(), {}
     for name, path in lists.items():
         found = _read_devkit_split(root, index, _read_list(path), path, read)
-        splits[name], unannotated[name], missing = found
+        splits[name], unannotated[name], missing, refused = found
         orphans.update(missing)
+        unreadable.update(refused)
+    if unreadable:  # listed in a split: the run cannot go on without them
+        raise DatasetError(_listed_but_unreadable(unreadable, root))
     if not lists:
         annotations = root / "Annotations"
         ids = [_image_id(annotations, xml) for xml in _files(annotations) if _is_xml(xml)]
-        annotated, _, missing = _read_devkit_split(root, index, ids, None, read)
+        annotated, _, missing, refused = _read_devkit_split(root, index, ids, None, read)
         claimed = {image.image_path for image in annotated}
+        claimed |= {image for xml in refused for image in index.get(jpeg / xml.stem, [])}
         rest = [path for paths in index.values() for path in paths if path not in claimed]
         splits[POOL] = annotated
         unannotated[POOL] = [AnnotatedImage(_image_id(jpeg, p), p, None) for p in rest]
         _check_unique_ids(annotated + unannotated[POOL])
         orphans.update(missing)
+        unreadable.update(refused)
     return Export(
-        folder, "devkit", root, splits, unannotated, sorted(orphans), _read_labelmap(root)
+        folder, "devkit", root, splits, unannotated, sorted(orphans), _read_labelmap(root),
+        tuple(sorted(unreadable.items())),
+    )  # fmt: skip
+
+
+def _listed_but_unreadable(unreadable: Mapping[Path, str], root: Path) -> str:
+    lines = [f"  {_relative(xml, root)}: {reason}" for xml, reason in sorted(unreadable.items())]
+    return (
+        f"{len(unreadable)} annotation file(s) of {root} that its split lists name cannot be "
+        "used:\n" + "\n".join(lines) + "\nfix or replace them, or remove their ids from the "
+        "lists in ImageSets/Main, then run again."
     )
 
 
@@ -357,14 +406,14 @@ def _is_class_file(name: str, path: Path, texts: dict[str, Path]) -> bool:
     head, _, split = name.rpartition("_")
     if head and split in texts:
         return True
-    first = next((line for line in path.read_text().splitlines() if line.strip()), "")
+    first = next((line for line in read_text(path).splitlines() if line.strip()), "")
     return len(first.split()) == 2 and first.split()[1] in ("1", "0", "-1")
 
 
 def _read_list(path: Path) -> list[str]:
     """The ids of a split list, one a line; an id listed twice is an error."""
     lines: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         image_id = line.strip()
         if image_id in lines:
             raise DatasetError(
@@ -382,13 +431,18 @@ def _read_devkit_split(
     ids: Sequence[str],
     source: Path | None,
     read: Callable[[Path], Annotation],
-) -> tuple[list[AnnotatedImage], list[AnnotatedImage], list[Path]]:
-    """Annotated images, images without XML and XML without image of a devkit split's ids."""
+) -> tuple[list[AnnotatedImage], list[AnnotatedImage], list[Path], dict[Path, str]]:
+    """Annotated images, images without XML, XML without image, and unreadable XML (with the
+    reason) of a devkit split's ids."""
     jpeg = root / "JPEGImages"
-    annotated, unannotated, orphans, claimed = [], [], [], {}
+    annotated, unannotated, orphans, claimed, unreadable = [], [], [], {}, {}
     for image_id in ids:
         xml = root / "Annotations" / f"{image_id}.xml"
-        annotation = read(xml) if xml.is_file() else None
+        try:
+            annotation = read(xml) if os.path.lexists(xml) else None
+        except UnreadableAnnotation as err:
+            unreadable[xml] = err.reason
+            continue
         filename = annotation.filename if annotation else None
         image = _find_image(index, jpeg, filename, jpeg / image_id)
         if image is None and annotation is None:
@@ -403,7 +457,7 @@ def _read_devkit_split(
         else:
             _claim(claimed, image, xml)
             annotated.append(AnnotatedImage(image_id, image, xml, tuple(annotation.objects)))
-    return annotated, unannotated, orphans
+    return annotated, unannotated, orphans, unreadable
 
 
 def _read_labelmap(root: Path) -> tuple[str, ...] | None:
@@ -412,7 +466,7 @@ def _read_labelmap(root: Path) -> tuple[str, ...] | None:
     if not path.is_file():
         return None
     names: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name = line.split(":")[0].strip()
@@ -642,6 +696,7 @@ def describe_export(
         f"difficult objects: {export.difficult_objects}",
         *_listing(f"images without XML, {fate}", export.images_without_xml, export.folder),
         *_listing("XML without an image, left out", export.xml_without_image, export.folder),
+        *_reasons("unreadable XML, left out with their images", export.unreadable, export.folder),
     ]
     warnings = class_warnings(labelled)
     lines += ["warnings:", *(f"  {warning}" for warning in warnings)] if warnings else []
@@ -677,6 +732,15 @@ def _listing(title: str, paths: Sequence[Path], folder: Path) -> list[str]:
     shown = [f"  {_relative(path, folder)}" for path in paths[:LISTED]]
     more = [f"  ... and {len(paths) - LISTED} more"] if len(paths) > LISTED else []
     return [f"{title} ({len(paths)}):", *shown, *more]
+
+
+def _reasons(title: str, files: Sequence[tuple[Path, str]], folder: Path) -> list[str]:
+    """A titled list of files with why each was left out, one line each; nothing if none."""
+    if not files:
+        return []
+    shown = [f"  {_relative(path, folder)}: {reason}" for path, reason in files[:LISTED]]
+    more = [f"  ... and {len(files) - LISTED} more"] if len(files) > LISTED else []
+    return [f"{title} ({len(files)}):", *shown, *more]
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -5,9 +5,9 @@ its data folder.
 an `flock` on Unix) for as long as the block runs. The kernel drops the lock when its process
 ends, however it ends, so a lock left by a killed run never blocks the next one; the empty
 `.lock` file stays. Beside it, while it is held, `<folder>/.lock.holder` says who holds it
-(process id, command, start time), for the one-line message a second run stops with. A second run stops at once, unless asked to wait: the CLI's
-`--wait`, or VOCPROJ_WAIT=1 in the environment (`VOCPROJ_WAIT=1 make report`, or a notebook's
-kernel started with it). The lock is
+(process id, command, start time), for the one-line message a second run stops with. A second
+run stops at once, unless asked to wait: the CLI's `--wait`, or VOCPROJ_WAIT=1 in the
+environment (`VOCPROJ_WAIT=1 make report`, or a notebook's kernel started with it). The lock is
 re-entrant within a process, so a function that owns a folder may call another that does.
 """
 

@@ -12,7 +12,9 @@ that boundary, both ways, and nowhere else.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,10 +24,11 @@ from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
 import torch
-from defusedxml import ElementTree
+from defusedxml import DefusedXmlException, ElementTree
 from PIL import Image, UnidentifiedImageError
 
-from vocproj.errors import DatasetError
+from vocproj.errors import DatasetError, RefusedFile
+from vocproj.files import MAX_IMAGE_BYTES, MAX_TEXT_BYTES, read_regular_file, read_text
 
 CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -91,7 +94,7 @@ def read_split_ids(voc_root: str | os.PathLike[str], split: str) -> list[str]:
             f"split file {path} is missing. Use a split that exists (train, val, trainval) "
             f"or {FIX_DATA_HINT}."
         )
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text(path).splitlines() if line.strip()]
     if not ids:
         raise DatasetError(f"split file {path} lists no images; {FIX_DATA_HINT}.")
     return ids
@@ -130,29 +133,62 @@ class Annotation:
         return [name for name, _ in self.objects]
 
 
+class UnreadableAnnotation(DatasetError):
+    """An annotation file that is not a plain VOC XML: `reason` says why in a few words."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"annotation {path} {reason}; fix or remove the file, or {FIX_DATA_HINT}.")
+
+
 def read_annotation(xml_path: str | os.PathLike[str]) -> Annotation:
     """Read a VOC annotation file: `<filename>` and (class name, difficult) per `<object>`.
 
     Parts (`<part>` of a person), `<actions>`, `<pose>`, `<truncated>`, `<occluded>`, CVAT's
-    `<attributes>` and box coordinates are not needed for classification and are ignored.
+    `<attributes>` and box coordinates are not needed for classification and are ignored. A file
+    that is empty, not a regular file, too large, not UTF-8 (unless it declares its encoding),
+    not well-formed, or that declares a DOCTYPE or entities raises UnreadableAnnotation.
     """
     path = Path(xml_path)
     try:
-        root = ElementTree.parse(path).getroot()
+        root = parse_xml(path, read_regular_file(path, MAX_TEXT_BYTES))
     except FileNotFoundError:
         raise DatasetError(
             f"annotation {path} is missing; {FIX_DATA_HINT}, or remove its id from the split file."
         ) from None
-    except ParseError as err:
-        raise DatasetError(
-            f"annotation {path} is malformed XML ({err}); fix or remove the file, or "
-            f"{FIX_DATA_HINT}."
-        ) from None
+    except RefusedFile as err:
+        raise UnreadableAnnotation(path, f"cannot be read: {err}") from None
     objects = [
         (_text(obj, "name", path), _is_difficult(obj, path)) for obj in root.findall("object")
     ]
     filename = (root.findtext("filename") or "").strip() or None
     return Annotation(path, filename, objects)
+
+
+XML_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*\bencoding\s*=", re.IGNORECASE)
+
+
+def parse_xml(path: Path, content: bytes) -> Element:
+    """The root element of an annotation's bytes, or UnreadableAnnotation saying why not."""
+    if not content.strip():
+        raise UnreadableAnnotation(path, "is empty")
+    if not XML_DECLARED_ENCODING.match(content):
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UnreadableAnnotation(
+                path, f"is not UTF-8 (byte {content[err.start]:#04x} at offset {err.start}) and "
+                "declares no other encoding"
+            ) from None  # fmt: skip
+    try:
+        return ElementTree.fromstring(content, forbid_dtd=True)
+    except DefusedXmlException:
+        raise UnreadableAnnotation(
+            path, "declares a DOCTYPE or entities, which a VOC annotation has no use for and "
+            "vocproj refuses (an entity bomb has that shape)"
+        ) from None  # fmt: skip
+    except ParseError as err:
+        raise UnreadableAnnotation(path, f"is not well-formed XML ({err})") from None
 
 
 def check_class_names(annotation: Annotation, classes: Sequence[str]) -> None:
@@ -251,7 +287,7 @@ def read_labels(
 def read_class_file(path: Path) -> dict[str, int]:
     """Read one devkit `<class>_<split>.txt` file into {id: vocproj label} (1 / 0 / -1)."""
     labels = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -334,11 +370,14 @@ def loss_targets(labels: np.ndarray, difficult: DifficultMode = "ignore") -> tup
 def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image file fully decoded as RGB (grayscale, CMYK, palette and alpha converted)."""
     try:
+        content = read_regular_file(path, MAX_IMAGE_BYTES)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(content)) as image:
                 image.load()
                 return image.convert("RGB")
+    except RefusedFile as err:
+        raise DatasetError(str(err)) from None
     except FileNotFoundError:
         raise DatasetError(
             f"image {path} is missing; {FIX_DATA_HINT}, or remove its id from the split file."
