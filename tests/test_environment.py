@@ -43,7 +43,15 @@ def test_conda_python_satisfies_requires_python():
 def test_runtime_dependencies_named_by_the_design_are_declared():
     names = {Requirement(d).name for d in pyproject()["project"]["dependencies"]}
     required = {"torch", "torchvision", "jupyterlab", "ipywidgets", "matplotlib", "papermill"}
-    assert required | {"nbval", "scikit-learn"} <= names
+    assert required | {"scikit-learn", "filelock"} <= names
+
+
+def test_test_only_packages_are_in_the_dev_extra_alone():
+    project = pyproject()["project"]
+    runtime = {Requirement(d).name for d in project["dependencies"]}
+    dev = {Requirement(d).name for d in project["optional-dependencies"]["dev"]}
+    test_only = {"nbval", "pytest", "pytest-timeout", "playwright", "ruff", "import-linter"}
+    assert test_only <= dev and not test_only & runtime
 
 
 def test_makefile_installs_the_same_extra():
