@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -202,6 +205,58 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_the_old_file_kept(
         vocproj.deploy.export_run(tiny)
     assert path.read_bytes() == before, "the earlier export is left as it was"
     assert sorted(p.name for p in path.parent.glob(f".{path.name}*")) == [], "no temporary left"
+
+
+def killed_when(ready, command: list[str], log: Path, timeout: float = 300) -> None:
+    """Start `python -m vocproj COMMAND` (its stderr into `log`) and SIGKILL it as soon as
+    `ready()` holds."""
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "vocproj", *command], cwd=PROJECT_DIR,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_sigkill_during_export_keeps_the_earlier_model_and_the_next_export_equals_it(
+    tiny_yaml, tiny: Profile, exported, tmp_path: Path
+):
+    path, _ = exported
+    before = path.read_bytes()
+    export = ["export", "--profile", tiny_yaml, "--format", "onnx"]
+    killed_when(lambda: any(path.parent.glob(f".{path.name}.*.tmp")), export, tmp_path / "log")
+    assert path.read_bytes() == before, "the earlier export is left as it was"
+    assert vocproj(*export).returncode == 0
+    assert not list(path.parent.glob(f".{path.name}.*.tmp")), "the next export removed it"
+    engine, card = load_onnx_model(path)
+    batch = np.random.default_rng(0).random((4, 3, card.image_size, card.image_size), "float32")
+    again = engine(batch)
+    path.write_bytes(before)
+    np.testing.assert_array_equal(load_onnx_model(path)[0](batch), again)
+
+
+@pytest.mark.slow
+def test_sigkill_during_predict_out_leaves_no_partial_file_and_the_rerun_equals_a_whole_run(
+    tiny_yaml, tiny: Profile, tmp_path: Path
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for copy in range(10):  # 400 files, one a batch: seconds of predicting to be killed in
+        for image in read_devkit_split(tiny.voc_root, "val").image_paths:
+            shutil.copy(image, folder / f"{copy}_{image.name}")
+    whole, killed, log = tmp_path / "whole.csv", tmp_path / "out" / "killed.csv", tmp_path / "log"
+    command = ["predict", str(folder), "--profile", tiny_yaml, "--batch-size", "1"]
+    assert vocproj(*command, "--out", str(whole), "--no-progress").returncode == 0
+    predicting = re.compile(r"\| [1-9][0-9]*/400 ")  # the progress bar has moved
+    killed_when(lambda: bool(predicting.search(log.read_text())), [*command, "--out", str(killed)],
+                log)  # fmt: skip
+    assert not killed.exists() and not list(killed.parent.glob(".*")), "nothing half-written"
+    assert vocproj(*command, "--out", str(killed), "--no-progress").returncode == 0
+    assert killed.read_text() == whole.read_text()
 
 
 # ---------------------------------------------------------------- predict

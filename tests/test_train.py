@@ -211,7 +211,7 @@ def wait_for_rows(history: Path, rows: int, process: subprocess.Popen, timeout: 
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
+def test_sigkill_mid_epoch_and_mid_checkpoint_write_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path, small_sample: Path
 ):
     data_root = small_sample.parents[1]
@@ -228,7 +228,21 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert len(read_history(RunFiles.of(killed).history)) < sum(EPOCHS)
+
+    # then killed again in the middle of writing a checkpoint (its temporary file exists)
+    files = RunFiles.of(killed)
+    finished_before = sorted(files.run_dir.rglob("*.pt"))
+    process = run_cli(killed_path, env)
+    writing = [files.phase_dir(phase) for phase in (1, 2, 3)]
+    while not any(next(folder.glob(".*.pt.*.tmp"), None) for folder in writing if folder.is_dir()):
+        assert process.poll() is None, "training ended before a checkpoint write was caught"
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for path in finished_before:  # each replaced whole or left as it was: none half-written
+        assert load_checkpoint(path)["epoch"] >= 1
     assert run_cli(killed_path, env).wait(timeout=600) == 0
+    assert not list(files.run_dir.rglob(".*.tmp")), "the next run removes what the kill left"
 
     expected = read_history(RunFiles.of(straight).history)
     resumed = read_history(RunFiles.of(killed).history)

@@ -26,7 +26,7 @@ from vocproj.config import Profile
 from vocproj.data import read_split
 from vocproj.errors import CheckpointError, ScoresError
 from vocproj.images import model_input, read_image
-from vocproj.io import atomic_path
+from vocproj.io import atomic_path, remove_temporaries
 from vocproj.locks import owns_run_folder
 from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
 from vocproj.onnx_model import load_onnx_model
@@ -182,6 +182,7 @@ def export_run(profile: Profile, out: str | os.PathLike[str] | None = None) -> E
     }
     val = read_split(profile, profile.settings.data.val_split, card.classes)
     batch = parity_batch(val.image_paths[:PARITY_IMAGES], card)
+    remove_temporaries(target.parent, target.name)  # an export killed midway left its own
     with atomic_path(target) as tmp:  # replaces `target` only once the check has passed
         export_onnx(model, card, tmp, extra)
         onnx_engine, _ = load_onnx_model(tmp)

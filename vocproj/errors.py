@@ -39,3 +39,7 @@ class FolderInUse(VocprojError):
 
 class RefusedFile(VocprojError):
     """A path given as a file is a device, pipe, socket or folder, or larger than vocproj reads."""
+
+
+class OutOfSpace(VocprojError):
+    """A write failed for want of space: a full disk, a used-up quota or the file size limit."""

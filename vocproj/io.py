@@ -1,16 +1,33 @@
-"""Atomic artifact writing: a crash never leaves a half-written file behind."""
+"""Atomic artifact writing: a crash never leaves a half-written file behind.
+
+Each file is written to a temporary `.<name>.<random>.tmp` beside it and moved over it with one
+`os.replace`, so a reader sees the old file or the new one, never a part. A write that fails for
+want of space (a full disk, a used-up quota, the process's file size limit) leaves the old file
+as it was and raises OutOfSpace saying which of the three filled up. A process killed mid-write
+leaves its temporary file behind; `remove_temporaries` clears them, which the one process that
+owns the files does when it starts (training a phase, exporting: vocproj/locks.py).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from vocproj.errors import OutOfSpace
+
 ARTIFACT_MODE = 0o644  # mkstemp creates 0600; artifacts are meant to be shared and read
+WHAT_FILLED_UP = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file size limit of this process (ulimit -f) was reached",
+}
 
 
 @contextmanager
@@ -26,8 +43,46 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_file(tmp)
         tmp.chmod(ARTIFACT_MODE)
         os.replace(tmp, target)
+    except Exception as err:
+        full = space_error(err)
+        if full is None:
+            raise
+        raise OutOfSpace(out_of_space_message(target, full)) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def space_error(err: BaseException | None) -> OSError | None:
+    """The OSError for want of space behind `err` (torch wraps it in a RuntimeError), if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in WHAT_FILLED_UP:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def out_of_space_message(target: Path, err: OSError) -> str:
+    cause = WHAT_FILLED_UP[err.errno]
+    if err.errno == errno.ENOSPC:
+        cause += f" ({shutil.disk_usage(target.parent).free / 2**20:,.0f} MB free)"
+    kept = f"{target} is as it was" if target.exists() else f"{target} was not written"
+    return (
+        f"could not write {target}: {cause}; {kept}, and every finished file is kept. Free "
+        f"some space (or raise the limit) and run the same command again."
+    )
+
+
+def remove_temporaries(folder: Path, name: str = "*") -> list[Path]:
+    """Delete the temporary files that writers of `folder/name` killed mid-write left there.
+
+    Only the one process that owns the folder's files may call it (vocproj/locks.py).
+    """
+    leftovers = sorted(folder.glob(f".{name}.*.tmp")) if folder.is_dir() else []
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
 
 
 def _fsync_file(path: Path) -> None:

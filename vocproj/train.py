@@ -67,7 +67,7 @@ from vocproj.distributed import (
     unwrapped,
 )
 from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
-from vocproj.io import atomic_write_text
+from vocproj.io import atomic_path, atomic_write_text, remove_temporaries
 from vocproj.locks import owning
 from vocproj.metrics import mean_average_precision
 from vocproj.model import (
@@ -308,10 +308,8 @@ def carry_best_checkpoint(profile: Profile, phase: int) -> None:
     files = RunFiles.of(profile)
     source, target = files.best(phase - 1), files.best(phase)
     if source.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".copy.tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
 
 
 def resume_phase_state(
@@ -347,6 +345,8 @@ def starting_state(
     Under DDP rank 0 decides first (and removes or copies files); the others follow its files.
     """
     path = RunFiles.of(profile).last(phase)
+    if world.is_main:  # a checkpoint write killed midway left its temporary file
+        remove_temporaries(path.parent)
     if path.is_file() and not retrain:
         if same_settings(load_checkpoint(path), profile, phase):
             return resume_phase_state(profile, phase, runtime, classes, path, world)
