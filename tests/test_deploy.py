@@ -340,9 +340,7 @@ def test_predict_over_a_folder_with_a_device_a_fifo_and_a_huge_file_predicts_the
     assert set(failed) == {"zero.jpg", "fifo.jpg", "huge.jpg"}
     assert "is a character device, not a regular file" in failed["zero.jpg"]
     assert "is a named pipe (FIFO), not a regular file" in failed["fifo.jpg"]
-    assert (
-        "is over 200 MB (300 MB or more), the most vocproj reads of one file" in failed["huge.jpg"]
-    )
+    assert "is 300 MB, more than the 200 MB vocproj reads of one file" in failed["huge.jpg"]
     assert "predicted 3 of 6 image file(s)" in result.stdout
     assert len(json.loads(out.read_text())["predictions"]) == 3
 

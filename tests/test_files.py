@@ -33,9 +33,11 @@ def test_a_regular_file_and_a_link_to_one_are_read(tmp_path: Path) -> None:
 
 
 def test_a_file_over_the_limit_is_refused_by_name(tmp_path: Path) -> None:
-    (tmp_path / "big.jpg").write_bytes(b"x" * 6)
-    with pytest.raises(RefusedFile, match=rf"{tmp_path / 'big.jpg'} is over 0 MB"):
-        read_regular_file(tmp_path / "big.jpg", 5)
+    with (tmp_path / "big.jpg").open("wb") as big:
+        big.truncate(3 * 2**20)
+    said = f"{tmp_path / 'big.jpg'} is 3 MB, more than the 2 MB vocproj reads of one file"
+    with pytest.raises(RefusedFile, match=re.escape(said)):
+        read_regular_file(tmp_path / "big.jpg", 2 * 2**20)
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
         check_regular(path, opened.st_mode, limit, opened.st_size)
         content = handle.read(limit + 1)
     if len(content) > limit:
-        raise RefusedFile(too_large(path, len(content), limit))
+        raise RefusedFile(too_large(path, len(content), limit, at_least=True))
     return content
 
 
@@ -60,10 +60,12 @@ def check_regular(path: Path, mode: int, limit: int, size: int) -> None:
         raise RefusedFile(too_large(path, size, limit))
 
 
-def too_large(path: Path, size: int, limit: int) -> str:
+def too_large(path: Path, size: int, limit: int, *, at_least: bool = False) -> str:
+    """`size` is the file's size, or with `at_least` what was read before the limit stopped it."""
+    size_text = f"over {limit / 2**20:,.0f} MB" if at_least else f"{size / 2**20:,.0f} MB"
     return (
-        f"{path} is over {limit / 2**20:,.0f} MB ({size / 2**20:,.0f} MB or more), the most "
-        f"vocproj reads of one file; scale it down or leave it out."
+        f"{path} is {size_text}, more than the {limit / 2**20:,.0f} MB vocproj reads of one "
+        f"file; scale it down or leave it out."
     )
 
 
