@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
+from test_distributed import project as tiny_project
 from test_train import tiny_profile
 
 from vocproj.artifacts import RunFiles, read_history
@@ -27,17 +28,6 @@ with owning(Path(sys.argv[1]), "a test"):
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
 """
-
-
-def long_tiny_profile(project: Path, data_root: Path, epochs: tuple[int, int, int]) -> Path:
-    path = tiny_profile(project, data_root)
-    raw = yaml.safe_load(path.read_text())
-    presets = ("resize_crop", "rotate", "jitter_flip")
-    raw["settings"]["train"]["phases"] = [
-        {"preset": p, "epochs": e} for p, e in zip(presets, epochs, strict=True)
-    ]
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def train(path: Path, *extra: str) -> subprocess.Popen[str]:
@@ -63,18 +53,27 @@ def wait_for_holder(folder: Path, process: subprocess.Popen[str], timeout: float
     raise AssertionError(f"{process.args} did not take {folder}'s lock")
 
 
+def contend(start: Callable[..., subprocess.Popen[str]], folder: Path):
+    """Start a run and, once it holds `folder`, a second one and one with --wait.
+
+    Returns the first, its process id, what the second said (it stopped at once) and the
+    waiting one."""
+    first = start()
+    holder = wait_for_holder(folder, first)
+    second, waiting = start(), start("--wait")
+    said, _ = second.communicate(timeout=120)
+    assert first.poll() is None, "the first should still be running"
+    assert second.returncode == 2
+    return first, holder, said, waiting
+
+
 @pytest.mark.slow
 def test_a_second_run_of_a_profile_stops_at_once_and_a_waiting_one_follows(
     tmp_path: Path, small_sample: Path
 ):
-    path = long_tiny_profile(tmp_path / "project", small_sample.parents[1], (40, 5, 5))
+    path = tiny_project(tmp_path / "project", small_sample.parents[1], (40, 5, 5))
     run_dir = load_profile(path).run_dir
-    first = train(path)
-    holder = wait_for_holder(run_dir, first)
-    second, waiting = train(path), train(path, "--wait")
-    said, _ = second.communicate(timeout=120)
-    assert first.poll() is None, "the first run should still be training"
-    assert second.returncode == 2
+    first, holder, said, waiting = contend(lambda *extra: train(path, *extra), run_dir)
     assert said.strip().splitlines()[-1] == (
         f"error: {run_dir} is in use by process {holder} (python -m vocproj train --profile "
         f"{path} --phase all --no-progress), since "
@@ -94,7 +93,7 @@ def test_a_second_run_of_a_profile_stops_at_once_and_a_waiting_one_follows(
 
 @pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_never_blocks_the_next(tmp_path: Path, small_sample: Path):
-    path = long_tiny_profile(tmp_path / "project", small_sample.parents[1], (30, 1, 1))
+    path = tiny_project(tmp_path / "project", small_sample.parents[1], (30, 1, 1))
     profile = load_profile(path)
     killed = train(path)
     wait_for_holder(profile.run_dir, killed)
@@ -145,12 +144,7 @@ def test_data_generation_has_one_writer_and_a_waiting_run_finds_it_complete(tmp_
         tmp_path / "project", tmp_path / "data", **{"data.sample_train_images": 3000}
     )
     data_root = load_profile(path).data_root
-    first = data_command(path)
-    holder = wait_for_holder(data_root, first)
-    second, waiting = data_command(path), data_command(path, "--wait")
-    said, _ = second.communicate(timeout=120)
-    assert first.poll() is None, "the first should still be generating"
-    assert second.returncode == 2
+    first, holder, said, waiting = contend(lambda *extra: data_command(path, *extra), data_root)
     assert f"error: {data_root} is in use by process {holder} (python -m vocproj data" in said
     assert said.rstrip().endswith("to start generating the sample dataset when it has.")
     assert first.wait(timeout=300) == 0
