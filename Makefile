@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 test: $(INSTALLED) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
