@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from vocproj.config import AugmentSettings
 from vocproj.errors import DatasetError
-from vocproj.io import atomic_path, atomic_write_json
+from vocproj.io import atomic_path, atomic_write_json, remove_temporaries
 from vocproj.transforms import (
     IMAGENET,
     Normalisation,
@@ -140,7 +140,7 @@ def build_cache(
     """Decode every image of the dataset into a new array, then write the manifest."""
     array_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the array is about to change
-    remove_leftovers(array_path)
+    remove_temporaries(array_path.parent, array_path.name)  # left by an interrupted build
     paths = [dataset.image_path(image_id) for image_id in dataset.ids]
     with atomic_path(array_path) as tmp:
         array = np.lib.format.open_memmap(
@@ -155,12 +155,6 @@ def build_cache(
         array.flush()
         del array
     atomic_write_json(manifest_path, manifest)
-
-
-def remove_leftovers(array_path: Path) -> None:
-    """Delete the temporary files that an interrupted build of this array left behind."""
-    for leftover in array_path.parent.glob(f".{array_path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
 
 
 def decode_for_cache(path: Path, size: int) -> np.ndarray:
