@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,28 +67,31 @@ def owning(folder: Path, what: str) -> Iterator[None]:
         lock.release()
 
 
+def owning_run_folder(profile: Any, what: str) -> AbstractContextManager[None]:
+    """`owning` the profile's run folder, `what` (the work) said of the profile."""
+    return owning(profile.run_dir, f"{what} of {profile.profile}")
+
+
 def owns_run_folder(what: str) -> Callable[[Function], Function]:
     """Make a function of a profile (its first argument) own the profile's run folder."""
-
-    def decorate(function: Function) -> Function:
-        @functools.wraps(function)
-        def owned(profile: Any, *args: Any, **kwargs: Any) -> Any:
-            with owning(profile.run_dir, f"{what} of {profile.profile}"):
-                return function(profile, *args, **kwargs)
-
-        return owned  # type: ignore[return-value]
-
-    return decorate
+    return owning_first_argument(lambda profile: owning_run_folder(profile, what))
 
 
 def owns_folder_argument(what: str) -> Callable[[Function], Function]:
     """Make a function whose first argument is a folder own that folder while it writes there."""
+    return owning_first_argument(lambda folder: owning(Path(folder), what))
+
+
+def owning_first_argument(
+    lock_of: Callable[[Any], AbstractContextManager[None]],
+) -> Callable[[Function], Function]:
+    """Run the decorated function inside `lock_of(its first argument)`."""
 
     def decorate(function: Function) -> Function:
         @functools.wraps(function)
-        def owned(folder: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
-            with owning(Path(folder), what):
-                return function(folder, *args, **kwargs)
+        def owned(first: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock_of(first):
+                return function(first, *args, **kwargs)
 
         return owned  # type: ignore[return-value]
 

@@ -68,7 +68,7 @@ from vocproj.distributed import (
 )
 from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
 from vocproj.io import atomic_path, atomic_write_text, remove_temporaries
-from vocproj.locks import owning
+from vocproj.locks import owning_run_folder
 from vocproj.metrics import mean_average_precision
 from vocproj.model import (
     build_model,
@@ -653,9 +653,7 @@ def train_phase(
 
 def owning_run(profile: Profile, world: World, what: str) -> AbstractContextManager[None]:
     """The run folder's lock (vocproj/locks.py), held by rank 0 or the only process."""
-    if world.is_main:
-        return owning(profile.run_dir, f"{what} of {profile.profile}")
-    return nullcontext()
+    return owning_run_folder(profile, what) if world.is_main else nullcontext()
 
 
 def train_phase_here(
