@@ -72,10 +72,16 @@ def too_large(path: Path, size: int, limit: int, *, at_least: bool = False) -> s
 def read_text(path: str | os.PathLike[str], limit: int = MAX_TEXT_BYTES) -> str:
     """`read_regular_file` of a UTF-8 text file (a list, a label map), decoded."""
     content = read_regular_file(path, limit)
+    problem = first_non_utf8(content)
+    if problem:
+        raise RefusedFile(f"{path} is not UTF-8 text ({problem}); save it as UTF-8.")
+    return content.decode("utf-8")
+
+
+def first_non_utf8(content: bytes) -> str | None:
+    """Where `content` stops being UTF-8 (`byte 0xe9 at offset 22`), or None if it is."""
     try:
-        return content.decode("utf-8")
+        content.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise RefusedFile(
-            f"{path} is not UTF-8 text (byte {content[err.start]:#04x} at offset {err.start}); "
-            f"save it as UTF-8."
-        ) from None
+        return f"byte {content[err.start]:#04x} at offset {err.start}"
+    return None

@@ -28,7 +28,13 @@ from defusedxml import DefusedXmlException, ElementTree
 from PIL import Image, UnidentifiedImageError
 
 from vocproj.errors import DatasetError, RefusedFile
-from vocproj.files import MAX_IMAGE_BYTES, MAX_TEXT_BYTES, read_regular_file, read_text
+from vocproj.files import (
+    MAX_IMAGE_BYTES,
+    MAX_TEXT_BYTES,
+    first_non_utf8,
+    read_regular_file,
+    read_text,
+)
 
 CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -172,14 +178,9 @@ def parse_xml(path: Path, content: bytes) -> Element:
     """The root element of an annotation's bytes, or UnreadableAnnotation saying why not."""
     if not content.strip():
         raise UnreadableAnnotation(path, "is empty")
-    if not XML_DECLARED_ENCODING.match(content):
-        try:
-            content.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise UnreadableAnnotation(
-                path, f"is not UTF-8 (byte {content[err.start]:#04x} at offset {err.start}) and "
-                "declares no other encoding"
-            ) from None  # fmt: skip
+    problem = None if XML_DECLARED_ENCODING.match(content) else first_non_utf8(content)
+    if problem:
+        raise UnreadableAnnotation(path, f"is not UTF-8 ({problem}) and declares no other encoding")
     try:
         return ElementTree.fromstring(content, forbid_dtd=True)
     except DefusedXmlException:
