@@ -72,10 +72,15 @@ def finish_photo_grid(fig: Figure, path: PathLike | None) -> PhotoGrid:
 
 
 def thumbnail(path: PathLike) -> Image.Image:
-    """The photo at `path` (EXIF-rotated RGB), shrunk to fit THUMBNAIL_PX for a grid cell."""
-    image = open_rgb(path)
-    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    return image
+    """The photo at `path` (RGB), shrunk to fit THUMBNAIL_PX for a grid cell."""
+    return shrunk(open_rgb(path))
+
+
+def shrunk(image: Image.Image) -> Image.Image:
+    """A copy of `image` that fits THUMBNAIL_PX (the image itself is left as it is)."""
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    return small
 
 
 # ---------------------------------------------------------------- split statistics
@@ -297,7 +302,7 @@ def plot_augmentation_preview(
         torch.manual_seed(derived_seed(settings.seed, "preview", phase))
         for row, image_id, image_path in zip(axes, ids, paths, strict=True):
             image = open_rgb(image_path)
-            _show(row[0], np.asarray(thumbnail(image_path)), f"{image_id} (original)")
+            _show(row[0], np.asarray(shrunk(image)), f"{image_id} (original)")
             for draw, ax in enumerate(row[1:], start=1):
                 tensor = denormalise(transform(image), normalisation)
                 _show(ax, tensor.permute(1, 2, 0).numpy(), f"{preset} #{draw}")
