@@ -729,18 +729,20 @@ def _listing(title: str, paths: Sequence[Path], folder: Path) -> list[str]:
     """A titled list of files relative to `folder`: the first LISTED, then how many more."""
     if not paths:
         return [f"{title}: none"]
-    shown = [f"  {_relative(path, folder)}" for path in paths[:LISTED]]
-    more = [f"  ... and {len(paths) - LISTED} more"] if len(paths) > LISTED else []
-    return [f"{title} ({len(paths)}):", *shown, *more]
+    return _titled(title, [_relative(path, folder) for path in paths])
 
 
 def _reasons(title: str, files: Sequence[tuple[Path, str]], folder: Path) -> list[str]:
     """A titled list of files with why each was left out, one line each; nothing if none."""
     if not files:
         return []
-    shown = [f"  {_relative(path, folder)}: {reason}" for path, reason in files[:LISTED]]
-    more = [f"  ... and {len(files) - LISTED} more"] if len(files) > LISTED else []
-    return [f"{title} ({len(files)}):", *shown, *more]
+    return _titled(title, [f"{_relative(path, folder)}: {reason}" for path, reason in files])
+
+
+def _titled(title: str, lines: Sequence[str]) -> list[str]:
+    """`title (N):`, then the first LISTED lines indented, then how many more."""
+    more = [f"  ... and {len(lines) - LISTED} more"] if len(lines) > LISTED else []
+    return [f"{title} ({len(lines)}):", *(f"  {line}" for line in lines[:LISTED]), *more]
 
 
 def _relative(path: Path, folder: Path) -> str:
