@@ -37,6 +37,12 @@ SHAPES = {
 # CVAT's labelmap.txt colours: the VOC colormap, index 0 the segmentation background.
 VOC_COLOURS = ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128))
 ROBOFLOW_WEIGHTS = {"train": 7, "valid": 2, "test": 1}  # Roboflow's default 70/20/10
+# The shape of the "billion laughs" XML: entities that expand into each other
+ENTITY_BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<annotation><filename>img_004.jpg</filename><object><name>&lol3;</name></object></annotation>
+"""
 
 Objects = tuple[tuple[str, bool], ...]
 Box = tuple[int, int, int, int]

@@ -12,10 +12,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 from test_browser import converted_inputs, encoded, trained_tiny_project
+from test_faults import kill_when
 
 from vocproj.__main__ import main
 from vocproj.artifacts import RunFiles, read_record
@@ -207,18 +206,13 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_the_old_file_kept(
     assert sorted(p.name for p in path.parent.glob(f".{path.name}*")) == [], "no temporary left"
 
 
-def killed_when(ready, command: list[str], log: Path, timeout: float = 300) -> None:
-    """Start `python -m vocproj COMMAND` (its stderr into `log`) and SIGKILL it as soon as
+def killed_when(ready, command: list[str], log: Path) -> None:
+    """Start `python -m vocproj COMMAND` (its output into `log`) and SIGKILL it as soon as
     `ready()` holds."""
-    with log.open("w") as stderr:
+    with log.open("w") as output:
         process = subprocess.Popen([sys.executable, "-m", "vocproj", *command], cwd=PROJECT_DIR,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+                                   stdout=output, stderr=output, text=True)  # fmt: skip
+    kill_when(ready, process)
 
 
 @pytest.mark.slow

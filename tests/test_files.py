@@ -13,13 +13,8 @@ from vocproj.errors import RefusedFile
 from vocproj.files import read_regular_file, read_text
 from vocproj.init_profile import ProfileChoices, init_profile
 
-from exports import write_labelimg_export
+from exports import ENTITY_BOMB, write_labelimg_export
 
-ENTITY_BOMB = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
-<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
-<annotation><filename>img_004.jpg</filename><object><name>&lol3;</name></object></annotation>
-"""
 ONLY_FILES = "not a regular file: vocproj reads only files (a link to one is fine)"
 
 

@@ -28,6 +28,7 @@ from vocproj.layouts import (
 
 from exports import (
     CLASSES,
+    ENTITY_BOMB,
     LABELMAP_ORDER,
     RELABEL,
     Faults,
@@ -317,10 +318,6 @@ def test_a_malformed_xml_that_a_split_list_names_stops_the_scan_naming_it(tmp_pa
     assert "remove their ids from the lists in ImageSets/Main" in str(error.value)
 
 
-ENTITY_BOMB = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
-<annotation><filename>x.jpg</filename><object><name>&lol2;</name></object></annotation>
-"""
 HOSTILE_XML = {
     "an entity bomb": (ENTITY_BOMB, "declares a DOCTYPE or entities"),
     "a DOCTYPE": (b"<!DOCTYPE annotation><annotation/>", "declares a DOCTYPE or entities"),
