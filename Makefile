@@ -68,7 +68,7 @@ STARTED := $(shell date +%s)
 report: $(REPORT_DIR)/REPORT.md
 	@echo "make report PROFILE=$(PROFILE): done in $$(( $$(date +%s) - $(STARTED) )) s; see $<"
 
-$(REPORT_DIR)/REPORT.md: $(STAGES:%=$(EXECUTED)/%.ipynb) vocproj/report.py
+$(REPORT_DIR)/REPORT.md: $(STAGES:%=$(EXECUTED)/%.ipynb) vocproj/reporting/report.py
 	$(THIS_CHECKOUT) $(BIN)/python -m vocproj report --profile $(PROFILE)
 
 $(DATA_READY): $(PARAMS) | $(INSTALLED)

@@ -75,26 +75,33 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
-import vocproj.cache
+import vocproj.data.cache
 from benchmarks.prediction import prediction_results, print_prediction
-from vocproj.cache import build_processes, decode_for_cache, ensure_cache
 from vocproj.config import PARAMS_DIR, Profile, load_profile, profile_from_mapping
-from vocproj.data import open_split
+from vocproj.data.cache import build_processes, decode_for_cache, ensure_cache
+from vocproj.data.prepare import open_split
+from vocproj.data.sample import write_sample_dataset
+from vocproj.data.transforms import geometry
+from vocproj.data.voc import CLASSES, VOCClassification, open_devkit_split, open_rgb
 from vocproj.errors import VocprojError
-from vocproj.evaluate import predict
+from vocproj.evaluation.scoring import predict
+from vocproj.images import input_normalisation
 from vocproj.io import atomic_write_json
-from vocproj.model import build_model, input_normalisation
-from vocproj.runtime import (
+from vocproj.model.network import build_model
+from vocproj.training.phases import (
+    loader,
+    on_runtime,
+    predict_logits,
+    state_for_model,
+    train_one_epoch,
+)
+from vocproj.training.runtime import (
     Runtime,
     cpu_runs_bf16_natively,
     detect_cpu_flags,
     runtime_for,
     select_num_workers,
 )
-from vocproj.sample import write_sample_dataset
-from vocproj.train import loader, on_runtime, predict_logits, state_for_model, train_one_epoch
-from vocproj.transforms import geometry
-from vocproj.voc import CLASSES, VOCClassification, open_devkit_split, open_rgb
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 VOC_LONG_SIDE = 500
@@ -319,11 +326,11 @@ def torchvision_for_cache(path: Path, size: int) -> np.ndarray:
 def cache_decoder(decoder: str) -> Iterator[None]:
     """Cache builds meanwhile decode with `decoder` (the build's forked processes too)."""
     chosen = torchvision_for_cache if decoder == "torchvision" else decode_for_cache
-    vocproj.cache.decode_for_cache = chosen
+    vocproj.data.cache.decode_for_cache = chosen
     try:
         yield
     finally:
-        vocproj.cache.decode_for_cache = decode_for_cache
+        vocproj.data.cache.decode_for_cache = decode_for_cache
 
 
 def real_photos(root: Path | None, count: int) -> VOCClassification | str:

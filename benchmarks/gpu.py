@@ -7,7 +7,7 @@
 So that what is copied to the GPU machine stays small (about 50 MB), `pack` keeps of each of
 the study's 2,000 photos only what its training and evaluation read: the image cache holds the
 short side resized to 224 px and centre-cropped, so that 224×224 image
-(`vocproj.cache.decode_for_cache`), as JPEG quality 85 (about 13 KB). The study's numbers on
+(`vocproj.data.cache.decode_for_cache`), as JPEG quality 85 (about 13 KB). The study's numbers on
 these differ slightly from those on the original JPEGs (one more JPEG round trip); its speed
 does not.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from vocproj.cache import decode_for_cache
-from vocproj.voc import jpeg_path, read_split_ids
+from vocproj.data.cache import decode_for_cache
+from vocproj.data.voc import jpeg_path, read_split_ids
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SIDE = 224

@@ -27,12 +27,12 @@ import numpy as np
 import onnxruntime
 import torch
 
-from vocproj.deploy import export_onnx, torch_engine
-from vocproj.images import model_input, read_image
-from vocproj.model import build_model, input_normalisation
-from vocproj.onnx_model import load_onnx_model
-from vocproj.predict import Engine, ModelCard, Thresholds, choose_thresholds, predict_files
-from vocproj.voc import CLASSES
+from vocproj.data.voc import CLASSES
+from vocproj.images import input_normalisation, model_input, read_image
+from vocproj.model.network import build_model
+from vocproj.serving.export import export_onnx, torch_engine
+from vocproj.serving.onnx_runtime import load_onnx_model
+from vocproj.serving.predict import Engine, ModelCard, Thresholds, choose_thresholds, predict_files
 
 ENGINES = ("pytorch", "pytorch_nchw", "onnxruntime")
 BATCH = 32

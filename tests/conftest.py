@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from vocproj.config import load_profile
-from vocproj.voc import CLASSES
+from vocproj.data.voc import CLASSES
 
 Objects = Sequence[tuple[str, bool]]
 
@@ -92,7 +92,7 @@ def voc_tree(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated sample dataset (VOC2012 dir), shared by the whole session."""
-    from vocproj.sample import write_sample_dataset
+    from vocproj.data.sample import write_sample_dataset
 
     return write_sample_dataset(tmp_path_factory.mktemp("sample"), seed=0, n_train=64, n_val=40)
 

@@ -27,7 +27,14 @@ from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from vocproj.artifacts import RunFiles
-from vocproj.browser import (
+from vocproj.config import PARAMS_DIR, PROJECT_DIR, Profile, load_profile
+from vocproj.data.voc import CLASSES, read_labels
+from vocproj.evaluation.scoring import evaluate
+from vocproj.images import IMAGENET
+from vocproj.metrics.multilabel import load_scores
+from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
+from vocproj.model.network import build_model
+from vocproj.reporting.browser import (
     BrowserApp,
     Classifier,
     TopEntry,
@@ -36,14 +43,7 @@ from vocproj.browser import (
     predict_probabilities,
     top50_options,
 )
-from vocproj.config import PARAMS_DIR, PROJECT_DIR, Profile, load_profile
-from vocproj.evaluate import evaluate
-from vocproj.images import IMAGENET
-from vocproj.metrics import load_scores
-from vocproj.model import build_model
-from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
-from vocproj.train import train_phases
-from vocproj.voc import CLASSES, read_labels
+from vocproj.training.phases import train_phases
 
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 

@@ -22,11 +22,11 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from test_browser import NOTEBOOK, trained_tiny_project
 
-from vocproj.browser import load_classifier, predict_probabilities
 from vocproj.config import Profile, load_profile
+from vocproj.data.voc import CLASSES, read_labels
 from vocproj.images import decode_image
-from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
-from vocproj.voc import CLASSES, read_labels
+from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold
+from vocproj.reporting.browser import load_classifier, predict_probabilities
 
 from conftest import CHROMIUM, free_port, needs_chromium
 

@@ -20,7 +20,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
-from vocproj.cache import (
+from vocproj.config import PARAMS_DIR, AugmentSettings, Profile, profile_from_mapping
+from vocproj.data.cache import (
     BatchAugment,
     CachedVOCClassification,
     adjust_saturation_batch,
@@ -29,14 +30,13 @@ from vocproj.cache import (
     rotate_batch,
     shift_hue_batch,
 )
-from vocproj.config import PARAMS_DIR, AugmentSettings, Profile, profile_from_mapping
-from vocproj.data import open_split
+from vocproj.data.prepare import open_split
+from vocproj.data.transforms import augmentations, build_transform, denormalise
+from vocproj.data.voc import CLASSES, VOCClassification, open_devkit_split, read_devkit_split
 from vocproj.errors import DatasetError
-from vocproj.model import build_model
-from vocproj.runtime import Runtime
-from vocproj.train import loader, state_for_model, train_one_epoch
-from vocproj.transforms import augmentations, build_transform, denormalise
-from vocproj.voc import CLASSES, VOCClassification, open_devkit_split, read_devkit_split
+from vocproj.model.network import build_model
+from vocproj.training.phases import loader, state_for_model, train_one_epoch
+from vocproj.training.runtime import Runtime
 
 SIZE = 32
 PRESETS = ("eval", "resize_crop", "rotate", "jitter_flip")
@@ -241,8 +241,8 @@ def test_parallel_decoding_gives_the_same_images_and_clear_errors(voc: Path):
 STALL_MIDWAY = """
 import sys, time
 from pathlib import Path
-import vocproj.cache as cache
-from vocproj.voc import read_devkit_split
+import vocproj.data.cache as cache
+from vocproj.data.voc import read_devkit_split
 
 decode, calls = cache.decode_for_cache, []
 

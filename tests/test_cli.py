@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vocproj.metrics import save_scores
-from vocproj.voc import CLASSES
+from vocproj.data.voc import CLASSES
+from vocproj.metrics.multilabel import save_scores
 
 
 def vocproj(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -28,27 +28,27 @@ from test_faults import kill_when
 from vocproj.__main__ import main
 from vocproj.artifacts import RunFiles, read_record
 from vocproj.config import PROJECT_DIR, Profile, load_profile
-from vocproj.deploy import (
+from vocproj.data.voc import CLASSES, read_devkit_split
+from vocproj.evaluation.scoring import compare_tta, evaluate
+from vocproj.images import TTA_VIEWS, decode_image, input_normalisation, model_input, read_image
+from vocproj.metrics.multilabel import load_scores
+from vocproj.metrics.thresholds import threshold_vector
+from vocproj.model.network import build_model
+from vocproj.serving.export import (
     PARITY_TOLERANCE,
     export_onnx,
     export_run,
     run_model,
     torch_engine,
 )
-from vocproj.evaluate import compare_tta, evaluate
-from vocproj.images import TTA_VIEWS, decode_image, model_input, read_image
-from vocproj.metrics import load_scores
-from vocproj.model import build_model, input_normalisation
-from vocproj.onnx_model import load_onnx_model
-from vocproj.predict import (
+from vocproj.serving.onnx_runtime import load_onnx_model
+from vocproj.serving.predict import (
     ModelCard,
     PredictError,
     choose_thresholds,
     find_images,
     predict_files,
-    threshold_vector,
 )
-from vocproj.voc import CLASSES, read_devkit_split
 
 # Imports vocproj's __main__ with every dependency of vocproj's but numpy, Pillow and onnxruntime
 # made unimportable, then runs the command line given after the list.
@@ -192,16 +192,18 @@ def test_export_refuses_a_run_that_was_not_evaluated(tiny_yaml, tiny, tmp_path: 
 def test_an_export_that_differs_from_pytorch_is_refused_and_the_old_file_kept(
     tiny, exported, monkeypatch
 ):
-    import vocproj.deploy
+    import vocproj.serving.export
 
     path, _ = exported
     before = path.read_bytes()
-    real_engine = vocproj.deploy.torch_engine
+    real_engine = vocproj.serving.export.torch_engine
     monkeypatch.setattr(  # as if the exported graph had lost its sigmoid's precision
-        vocproj.deploy, "torch_engine", lambda model: lambda b: real_engine(model)(b) + 2e-4
+        vocproj.serving.export, "torch_engine", lambda model: lambda b: real_engine(model)(b) + 2e-4
     )
-    with pytest.raises(vocproj.deploy.ExportError, match=r"differ from PyTorch's by up to 2\.0"):
-        vocproj.deploy.export_run(tiny)
+    with pytest.raises(
+        vocproj.serving.export.ExportError, match=r"differ from PyTorch's by up to 2\.0"
+    ):
+        vocproj.serving.export.export_run(tiny)
     assert path.read_bytes() == before, "the earlier export is left as it was"
     assert sorted(p.name for p in path.parent.glob(f".{path.name}*")) == [], "no temporary left"
 
@@ -468,9 +470,9 @@ def test_an_onnx_file_without_vocproj_metadata_is_refused(tmp_path: Path):
 def test_an_interrupted_predict_keeps_the_files_done(
     tiny_yaml, tiny, photo_folder, tmp_path, monkeypatch
 ):
-    import vocproj.deploy
+    import vocproj.serving.export
 
-    real_engine = vocproj.deploy.torch_engine
+    real_engine = vocproj.serving.export.torch_engine
 
     def engine_interrupted_on_the_second_batch(model):
         run, calls = real_engine(model), []
@@ -483,7 +485,9 @@ def test_an_interrupted_predict_keeps_the_files_done(
 
         return interrupted
 
-    monkeypatch.setattr(vocproj.deploy, "torch_engine", engine_interrupted_on_the_second_batch)
+    monkeypatch.setattr(
+        vocproj.serving.export, "torch_engine", engine_interrupted_on_the_second_batch
+    )
     out = tmp_path / "partial.json"
     code = main(["predict", str(photo_folder), "--profile", tiny_yaml, "--batch-size", "4",
                  "--out", str(out), "--no-progress"])  # fmt: skip

@@ -25,8 +25,10 @@ from torch import nn
 
 from vocproj.artifacts import BEST, LAST, RunFiles, read_history
 from vocproj.config import load_profile
-from vocproj.data import open_split
-from vocproj.distributed import (
+from vocproj.data.prepare import open_split
+from vocproj.errors import ConfigError, TrainingFailed
+from vocproj.model.network import build_model, load_checkpoint
+from vocproj.training.distributed import (
     EpochBatches,
     SeededItems,
     World,
@@ -36,10 +38,8 @@ from vocproj.distributed import (
     shard,
     synced_batchnorm,
 )
-from vocproj.errors import ConfigError, TrainingFailed
-from vocproj.model import build_model, load_checkpoint
-from vocproj.runtime import Runtime
-from vocproj.train import loader, train_phase
+from vocproj.training.phases import loader, train_phase
+from vocproj.training.runtime import Runtime
 
 from conftest import free_port
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-import vocproj.download
+import vocproj.data.download
 from vocproj.__main__ import main
-from vocproj.download import (
+from vocproj.data.download import (
     ARCHIVES,
     ATTEMPTS_PER_MIRROR,
     CHUNK_SIZE,
@@ -39,9 +39,9 @@ from vocproj.download import (
     mirror_urls,
     subset_ids,
 )
+from vocproj.data.voc import CLASSES
 from vocproj.errors import DownloadError
 from vocproj.locks import LOCK_FILE
-from vocproj.voc import CLASSES
 
 PRODUCTION = dict(ARCHIVES)  # taken before any test substitutes its own MD5s
 V12, V07, T07 = VOC2012_TRAINVAL, VOC2007_TRAINVAL, VOC2007_TEST
@@ -701,7 +701,7 @@ def test_interrupted_subset_writes_its_lists_again(
     tmp_path: Path, server: MirrorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     split_ids = subset_lists()
-    real_write = vocproj.download.atomic_write_text
+    real_write = vocproj.data.download.atomic_write_text
     writes: list[Path] = []
 
     def dies_on_the_fifth_write(path: Path, text: str) -> None:
@@ -711,7 +711,7 @@ def test_interrupted_subset_writes_its_lists_again(
         real_write(path, text)
 
     with monkeypatch.context() as patch:
-        patch.setattr(vocproj.download, "atomic_write_text", dies_on_the_fifth_write)
+        patch.setattr(vocproj.data.download, "atomic_write_text", dies_on_the_fifth_write)
         with pytest.raises(KeyboardInterrupt):
             fetch_subset(tmp_path, split_ids, [server.folder("m")])
     assert any(path.name == "train.txt" for path in writes)  # some lists were written
@@ -746,7 +746,7 @@ def test_subset_and_full_voc2007_never_share_a_tree(tmp_path: Path, server: Mirr
 
 def test_voc2007_real_ids_are_the_shared_lists(real_voc: Path) -> None:
     main_dir = real_voc / "ImageSets" / "Main"
-    shipped = Path(vocproj.download.__file__).parent / "subsets" / "voc2007-real"
+    shipped = Path(vocproj.data.download.__file__).parent / "subsets" / "voc2007-real"
 
     ids = subset_ids("voc2007-real")
 
@@ -761,7 +761,7 @@ def test_voc2007_real_ids_are_the_shared_lists(real_voc: Path) -> None:
 
 def test_unknown_subset_or_year_is_refused(tmp_path: Path) -> None:
     with pytest.raises(
-        DownloadError, match="no subset 'nope': vocproj/subsets/ holds voc2007-real"
+        DownloadError, match="no subset 'nope': vocproj/data/subsets/ holds voc2007-real"
     ):
         subset_ids("nope")
     with pytest.raises(DownloadError, match="cannot fetch VOC2010: choose 2012 or 2007"):

@@ -11,13 +11,13 @@ import torch
 import torchvision
 from PIL import Image
 
-from vocproj import efficientnet_lite
-from vocproj.browser import Classifier, gradcam_map
+from vocproj.data.transforms import build_transform
+from vocproj.data.voc import CLASSES, read_labels
 from vocproj.errors import CheckpointError
-from vocproj.images import SYMMETRIC
-from vocproj.model import build_model, input_normalisation
-from vocproj.transforms import build_transform
-from vocproj.voc import CLASSES, read_labels
+from vocproj.images import SYMMETRIC, input_normalisation
+from vocproj.model import efficientnet_lite
+from vocproj.model.network import build_model
+from vocproj.reporting.browser import Classifier, gradcam_map
 
 IMAGENET_CATEGORIES: list[str] = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta[
     "categories"

@@ -12,11 +12,11 @@ import torch
 import yaml
 from PIL import Image
 
-from vocproj import explore
 from vocproj.artifacts import DATASET_FILE
 from vocproj.config import PARAMS_DIR, Profile, profile_from_mapping
+from vocproj.data.voc import CLASSES, read_devkit_split, read_labels
 from vocproj.errors import DatasetError
-from vocproj.voc import CLASSES, read_devkit_split, read_labels
+from vocproj.reporting import explore
 
 
 @pytest.fixture(scope="module")

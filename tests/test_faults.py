@@ -22,10 +22,10 @@ import pytest
 from test_train import tiny_profile
 
 from vocproj.artifacts import RunFiles, read_history
-from vocproj.cache import cache_files, decode_for_cache
 from vocproj.config import load_profile
-from vocproj.sample import write_sample_dataset
-from vocproj.voc import read_devkit_split
+from vocproj.data.cache import cache_files, decode_for_cache
+from vocproj.data.sample import write_sample_dataset
+from vocproj.data.voc import read_devkit_split
 
 pytestmark = pytest.mark.slow
 TRAIN, VAL = 900, 100  # images: enough that generating and caching them take seconds

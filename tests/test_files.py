@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from vocproj.data.init_profile import ProfileChoices, init_profile
 from vocproj.errors import RefusedFile
 from vocproj.files import read_regular_file, read_text
-from vocproj.init_profile import ProfileChoices, init_profile
 
 from exports import ENTITY_BOMB, write_labelimg_export
 

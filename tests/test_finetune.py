@@ -11,10 +11,10 @@ from test_train import tiny_profile
 
 from vocproj.artifacts import RunFiles
 from vocproj.config import Profile, load_profile
-from vocproj.data import open_split
-from vocproj.model import build_model, load_checkpoint
-from vocproj.runtime import derived_seed, runtime_for, seed_everything
-from vocproj.train import (
+from vocproj.data.prepare import open_split
+from vocproj.data.voc import CLASSES
+from vocproj.model.network import build_model, load_checkpoint
+from vocproj.training.phases import (
     frozen_features,
     loader,
     parameter_groups,
@@ -22,7 +22,7 @@ from vocproj.train import (
     train_one_epoch,
     train_phases,
 )
-from vocproj.voc import CLASSES
+from vocproj.training.runtime import derived_seed, runtime_for, seed_everything
 
 
 def profile_with(project: Path, data_root: Path, phases: list[dict], **optim) -> Profile:
@@ -44,7 +44,7 @@ def head_then_all(tmp_path: Path, small_sample: Path) -> Profile:
 
 
 def initial_weights(profile: Profile) -> dict[str, torch.Tensor]:
-    """The weights phase 1 starts from (drawn as vocproj.train draws them)."""
+    """The weights phase 1 starts from (drawn as vocproj.training.phases draws them)."""
     seed_everything(derived_seed(profile.settings.seed, "init"))
     return build_model("resnet18", "none", len(CLASSES)).state_dict()
 

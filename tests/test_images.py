@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from torchvision.transforms import v2
 
+from vocproj.data.transforms import build_transform, to_normalised_tensor
+from vocproj.data.voc import read_devkit_split
 from vocproj.images import (
     IMAGENET,
     SYMMETRIC,
@@ -20,8 +22,6 @@ from vocproj.images import (
     read_image,
     resized_shape,
 )
-from vocproj.transforms import build_transform, to_normalised_tensor
-from vocproj.voc import read_devkit_split
 
 
 def real_photos(real_voc: Path, count: int) -> list[Path]:

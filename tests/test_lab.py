@@ -36,11 +36,11 @@ from test_browser_ui import (
 from test_browser_ui import browser as browser  # fixture: one headless Chromium per module
 from test_browser_ui import tiny_yaml as tiny_yaml  # fixture: the tiny trained profile's YAML
 
-from vocproj.browser import load_classifier, predict_probabilities
 from vocproj.config import PROJECT_DIR, Profile, load_profile
+from vocproj.data.voc import CLASSES
 from vocproj.images import decode_image
-from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold
-from vocproj.voc import CLASSES
+from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold
+from vocproj.reporting.browser import load_classifier, predict_probabilities
 
 from conftest import needs_chromium
 

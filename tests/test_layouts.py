@@ -12,8 +12,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from vocproj.errors import DatasetError
-from vocproj.layouts import (
+from vocproj.data.layouts import (
     SPLIT_RECORD,
     Export,
     class_warnings,
@@ -25,6 +24,7 @@ from vocproj.layouts import (
     scan_export,
     train_val_splits,
 )
+from vocproj.errors import DatasetError
 
 from exports import (
     CLASSES,

@@ -11,8 +11,9 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
 
 from vocproj.artifacts import METRICS_FILE, MISTAKES_FILE, TOP_K_FILE
+from vocproj.data.voc import CLASSES
 from vocproj.errors import VocprojError
-from vocproj.metrics import (
+from vocproj.metrics.multilabel import (
     THRESHOLDS,
     Scores,
     ScoresError,
@@ -32,7 +33,6 @@ from vocproj.metrics import (
     voc_ap,
     write_metrics,
 )
-from vocproj.voc import CLASSES
 
 # ---------------------------------------------------------------- a reference implementation
 

@@ -13,7 +13,7 @@ import pytest
 
 from vocproj.artifacts import METRICS_FILE, MISTAKES_FILE, TOP_K_FILE
 from vocproj.errors import VocprojError
-from vocproj.metrics import (
+from vocproj.metrics.multilabel import (
     Scores,
     compute_metrics,
     load_scores,

@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from vocproj.errors import CheckpointError
-from vocproj.model import (
+from vocproj.model.network import (
     build_model,
     head_name,
     imagenet_weights_file,

@@ -29,8 +29,8 @@ from test_browser_ui import browser as browser  # fixture: one headless Chromium
 from test_lab import serving
 from test_report import MAKE_ENVIRONMENT, copy_checkout
 
-from vocproj.browser import build_browser
 from vocproj.config import load_profile
+from vocproj.reporting.browser import build_browser
 
 from conftest import needs_chromium
 from exports import (

@@ -11,11 +11,11 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from vocproj import plots
 from vocproj.artifacts import METRIC_FIGURES
+from vocproj.data.voc import CLASSES
 from vocproj.errors import VocprojError
-from vocproj.metrics import Scores, compute_metrics
-from vocproj.voc import CLASSES
+from vocproj.metrics.multilabel import Scores, compute_metrics
+from vocproj.reporting import plots
 
 BOAT = CLASSES.index("boat")
 
@@ -174,5 +174,5 @@ def test_write_metric_figures_writes_the_named_files(tmp_path, scores, metrics):
 
 
 def test_importing_plots_leaves_pyplot_alone():
-    code = "import sys, vocproj.plots; assert 'matplotlib.pyplot' not in sys.modules"
+    code = "import sys, vocproj.reporting.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

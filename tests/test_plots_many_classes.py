@@ -15,8 +15,8 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 from PIL import Image
 
-from vocproj import plots
-from vocproj.metrics import Scores, compute_metrics
+from vocproj.metrics.multilabel import Scores, compute_metrics
+from vocproj.reporting import plots
 
 CLASS_COUNTS = (2, 5, 20, 100)
 LONG_NAME = "north_american_porcupine_adult"

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from test_browser import text, upload
 
-from vocproj.browser import build_browser
 from vocproj.config import PARAMS_DIR, Profile, load_profile
-from vocproj.data import prepare_data
-from vocproj.evaluate import evaluate
-from vocproj.probe import linear_probe
-from vocproj.train import train_phases
-from vocproj.voc import CLASSES, read_split_ids
+from vocproj.data.prepare import prepare_data
+from vocproj.data.voc import CLASSES, read_split_ids
+from vocproj.evaluation.probe import linear_probe
+from vocproj.evaluation.scoring import evaluate
+from vocproj.reporting.browser import build_browser
+from vocproj.training.phases import train_phases
 
 pytestmark = pytest.mark.slow
 SPLIT_SIZES = {"train": 240, "val": 120}

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vocproj import report
 from vocproj.artifacts import (
     COOCCURRENCE_FIGURE,
     ENVIRONMENT_FILE,
@@ -37,11 +36,12 @@ from vocproj.artifacts import (
     loss_figure,
 )
 from vocproj.config import PROJECT_DIR, Profile, load_profile, profile_from_mapping
+from vocproj.data.voc import CLASSES
 from vocproj.errors import VocprojError
-from vocproj.explore import MISTAKE_KINDS
 from vocproj.images import IMAGENET
-from vocproj.metrics import Scores, compute_metrics
-from vocproj.voc import CLASSES
+from vocproj.metrics.multilabel import Scores, compute_metrics
+from vocproj.reporting import report
+from vocproj.reporting.explore import MISTAKE_KINDS
 
 BOAT = CLASSES.index("boat")
 MAKE_ENVIRONMENT = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")

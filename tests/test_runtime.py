@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vocproj.model import build_model
-from vocproj.runtime import (
+from vocproj.data.voc import CLASSES
+from vocproj.model.network import build_model
+from vocproj.training.phases import on_runtime
+from vocproj.training.runtime import (
     Runtime,
     cpu_runs_bf16_natively,
     read_cpu_flags,
@@ -16,8 +18,6 @@ from vocproj.runtime import (
     select_num_workers,
     torch_cpu_flags,
 )
-from vocproj.train import on_runtime
-from vocproj.voc import CLASSES
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 ZEN4_FLAGS = {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16", "avx512_vnni"}

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocproj.errors import ConfigError, DatasetError
-from vocproj.sample import (
+from vocproj.data.sample import (
     DEFAULT_N_TRAIN,
     DEFAULT_N_VAL,
     MANIFEST_NAME,
@@ -23,7 +22,8 @@ from vocproj.sample import (
     sample_manifest,
     write_sample_dataset,
 )
-from vocproj.voc import CLASSES
+from vocproj.data.voc import CLASSES
+from vocproj.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "val", "trainval")
 ID_PATTERN = re.compile(r"20(0[7-9]|1[0-2])_\d{6}")
@@ -140,7 +140,7 @@ def test_layout_matches_the_voc2012_devkit(default_voc: Path) -> None:
             assert all(matches), f"{name}_{split}.txt has a line not in VOC's format"
             assert [m.group(1) for m in matches if m] == text.split()
     assert sample_manifest(default_voc) == {
-        "generator": "vocproj.sample",
+        "generator": "vocproj.data.sample",
         "version": 2,
         "seed": 0,
         "n_train": DEFAULT_N_TRAIN,

@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 
-import vocproj.train as train_module
+import vocproj.training.phases as train_module
 from vocproj.artifacts import BEST, HISTORY_FIELDS, LAST, RunFiles, read_history
 from vocproj.config import PARAMS_DIR, Profile, load_profile
 from vocproj.errors import CheckpointError, TrainingDiverged
-from vocproj.model import load_checkpoint, save_checkpoint
-from vocproj.train import train_phase, train_phases
+from vocproj.model.network import load_checkpoint, save_checkpoint
+from vocproj.training.phases import train_phase, train_phases
 
 EPOCHS = (2, 1, 1)
 DETERMINISTIC_COLUMNS = [

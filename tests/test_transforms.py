@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from vocproj.config import AugmentSettings
-from vocproj.transforms import augmentations, build_transform, denormalise
+from vocproj.data.transforms import augmentations, build_transform, denormalise
 
 
 def arrow_image(size: int = 96) -> Image.Image:

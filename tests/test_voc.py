@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vocproj.errors import DatasetError
-from vocproj.voc import (
+from vocproj.data.voc import (
     CLASSES,
     loss_targets,
     open_devkit_split,
     parse_annotation,
     read_labels,
 )
+from vocproj.errors import DatasetError
 
 from conftest import annotation_xml
 

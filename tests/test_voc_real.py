@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vocproj.data.voc import CLASSES, read_labels, read_split_ids
 from vocproj.errors import DatasetError
-from vocproj.voc import CLASSES, read_labels, read_split_ids
 
 SPLITS = ("train", "val", "trainval")
 

@@ -3,7 +3,7 @@
 python -m vocproj sample --out DIR
 python -m vocproj download [--dataset NAME] --root DIR [--mirror URL ...] [--archive PATH ...]
 python -m vocproj train --profile sample --phase all
-torchrun --nproc_per_node N -m vocproj train --profile sample   (DDP: vocproj/distributed.py)
+torchrun --nproc_per_node N -m vocproj train --profile sample   (DDP: training/distributed.py)
 python -m vocproj evaluate --profile sample
 python -m vocproj tta --profile voc2007-real [--modes none,hflip,five_crop,five_crop_flip]
 python -m vocproj metrics SCORES.npz --out DIR
@@ -33,11 +33,11 @@ from vocproj.errors import VocprojError
 from vocproj.images import TTA_MODES
 
 if TYPE_CHECKING:
-    from vocproj.predict import Engine, Failure, Inputs, ModelCard, Prediction
+    from vocproj.serving.predict import Engine, Failure, Inputs, ModelCard, Prediction
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from vocproj.sample import write_sample_dataset
+    from vocproj.data.sample import write_sample_dataset
 
     sizes = {"seed": args.seed, "n_train": args.train, "n_val": args.val}
     given = {name: value for name, value in sizes.items() if value is not None}
@@ -46,7 +46,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from vocproj.download import fetch_voc, fetch_voc2007_subset, subset_ids
+    from vocproj.data.download import fetch_voc, fetch_voc2007_subset, subset_ids
 
     sources = {"mirrors": args.mirror, "archives": args.archive}
     if args.dataset == "voc2007-real":
@@ -59,9 +59,9 @@ def cmd_download(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     """Train in this process, or, under torchrun, in this process as one rank of a DDP run."""
     from vocproj.config import load_profile
-    from vocproj.distributed import process_group
-    from vocproj.runtime import select_device
-    from vocproj.train import train_phases
+    from vocproj.training.distributed import process_group
+    from vocproj.training.phases import train_phases
+    from vocproj.training.runtime import select_device
 
     profile = load_profile(args.profile)
     count = len(profile.settings.train.phases)
@@ -82,9 +82,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from vocproj.artifacts import LOSS_FIGURE, RunFiles, read_history
     from vocproj.config import load_profile
-    from vocproj.evaluate import evaluate
-    from vocproj.metrics import load_scores
-    from vocproj.plots import plot_loss_history, write_calibration_figures, write_metric_figures
+    from vocproj.evaluation.scoring import evaluate
+    from vocproj.metrics.multilabel import load_scores
+    from vocproj.reporting.plots import (
+        plot_loss_history,
+        write_calibration_figures,
+        write_metric_figures,
+    )
 
     profile = load_profile(args.profile)
     files = RunFiles.of(profile)
@@ -99,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_tta(args: argparse.Namespace) -> None:
     from vocproj.artifacts import RunFiles
     from vocproj.config import load_profile
-    from vocproj.evaluate import compare_tta
+    from vocproj.evaluation.scoring import compare_tta
 
     profile = load_profile(args.profile)
     summary = compare_tta(profile, args.modes)
@@ -115,8 +119,8 @@ def cmd_tta(args: argparse.Namespace) -> None:
 def cmd_metrics(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from vocproj.metrics import load_scores, write_metrics
-    from vocproj.plots import write_metric_figures
+    from vocproj.metrics.multilabel import load_scores, write_metrics
+    from vocproj.reporting.plots import write_metric_figures
 
     metrics = write_metrics(args.scores, args.out)
     figures = Path(args.out) / "figures" if args.figures is None else Path(args.figures)
@@ -126,7 +130,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 def cmd_data(args: argparse.Namespace) -> None:
     from vocproj.config import load_profile
-    from vocproj.data import prepare_data
+    from vocproj.data.prepare import prepare_data
 
     profile = load_profile(args.profile)
     record = prepare_data(profile)
@@ -140,7 +144,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     from vocproj.artifacts import RunFiles
     from vocproj.config import load_profile
-    from vocproj.probe import linear_probe
+    from vocproj.evaluation.probe import linear_probe
 
     profile = load_profile(args.profile)
     result = linear_probe(profile, c=args.c, progress=not args.no_progress)
@@ -151,7 +155,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_init_profile(args: argparse.Namespace) -> None:
-    from vocproj.init_profile import ProfileChoices, init_profile
+    from vocproj.data.init_profile import ProfileChoices, init_profile
 
     choices = ProfileChoices(
         name=args.name,
@@ -172,14 +176,14 @@ def cmd_init_profile(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from vocproj.config import load_profile
-    from vocproj.report import write_report
+    from vocproj.reporting.report import write_report
 
     print(f"wrote {write_report(load_profile(args.profile))}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Exit code 1 when any file could not be predicted (the others are)."""
-    from vocproj.predict import (
+    from vocproj.serving.predict import (
         IMAGE_SUFFIXES,
         Failure,
         check_output_path,
@@ -224,10 +228,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def prediction_model(args: argparse.Namespace) -> tuple[Engine, ModelCard, str]:
     """(engine, card, engine description) of --onnx, --checkpoint or --profile."""
     if args.onnx is not None:
-        from vocproj.onnx_model import load_onnx_model
+        from vocproj.serving.onnx_runtime import load_onnx_model
 
         return (*load_onnx_model(args.onnx), "ONNX Runtime")
-    from vocproj.deploy import checkpoint_model, run_model, torch_engine
+    from vocproj.serving.export import checkpoint_model, run_model, torch_engine
 
     if args.checkpoint is not None:
         model, card = checkpoint_model(args.checkpoint, args.metrics)
@@ -242,7 +246,7 @@ def print_predictions(
     results: list[Prediction | Failure], card: ModelCard, inputs: Inputs, rule: str, how: str
 ) -> None:
     """The table of files and labels, what was skipped, and a summary line."""
-    from vocproj.predict import Failure, table_line
+    from vocproj.serving.predict import Failure, table_line
 
     width = min(60, max(len(r.file) for r in results))
     for result in results:
@@ -264,7 +268,7 @@ def print_predictions(
 
 def cmd_export(args: argparse.Namespace) -> None:
     from vocproj.config import load_profile
-    from vocproj.deploy import PARITY_TOLERANCE, export_run
+    from vocproj.serving.export import PARITY_TOLERANCE, export_run
 
     exported = export_run(load_profile(args.profile), args.out)
     card, size = exported.card, exported.card.image_size

@@ -4,16 +4,17 @@
         run.json                 the record: class list, normalisation, data (`RunRecord`)
         phase<N>/last.pt, best.pt
         history.csv              every epoch of every phase so far
-        scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics.py)
-        model.onnx               `python -m vocproj export`'s model (vocproj/deploy.py)
+        scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics/multilabel.py)
+        model.onnx               `python -m vocproj export`'s model (vocproj/serving/export.py)
     reports/<profile>/
         metrics.json, top50.json, mistakes.json, calibration.json, tta.json, probe.json,
         dataset.json, environment.json, REPORT.md
         figures/*.png, *.jpg     the names below (grids of photos are JPEG)
         notebooks/*.ipynb        the executed notebooks
 
-The data stage (`vocproj.data.prepare_data`) writes `run.json`; training, evaluation, the browser
-and the report read the class list and normalisation from it rather than work them out again.
+The data stage (`vocproj.data.prepare.prepare_data`) writes `run.json`; training, evaluation,
+the browser and the report read the class list and normalisation from it rather than work them
+out again.
 """
 
 from __future__ import annotations

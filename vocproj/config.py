@@ -24,10 +24,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vocproj.errors import ConfigError
 from vocproj.images import TTA, TTA_MODES
-from vocproj.voc import DIFFICULT_MODES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PARAMS_DIR = PROJECT_DIR / "params"
+
+DifficultMode = Literal["ignore", "positive", "negative"]
+DIFFICULT_MODES: tuple[str, ...] = ("ignore", "positive", "negative")
+"""How difficult-only labels (-1) enter the loss.
+
+- ``ignore`` (default): masked out of the loss, as the devkit leaves them out of scoring;
+- ``positive``: counted as present;
+- ``negative``: counted as absent.
+"""
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -49,7 +57,7 @@ class DataSettings(_Section):
     trainval + test), `voc2007-real` (2,000 VOC2007 test photos in a fixed train/val split; the id
     lists travel with vocproj, the photos are fetched) or `local` (a devkit tree already on disk,
     never fetched), or `export`: a dataset exported by an annotation tool (CVAT, labelImg,
-    Roboflow) in `export_dir`, read in place and never written (see vocproj/layouts.py). The
+    Roboflow) in `export_dir`, read in place and never written (see vocproj/data/layouts.py). The
     tree is `<root>/VOCdevkit/VOC<year>`, or that of the first folder in `prefer_roots` that
     holds one, which is then read in place; `root` also holds the image cache and, for an
     export without a train/val split, the split lists vocproj draws (`<root>/splits/`).
@@ -86,7 +94,7 @@ class DataSettings(_Section):
     num_workers: int | Literal["auto"] = "auto"
     cache: bool = Field(
         default=True,
-        description="decode and resize each image once into <root>/cache (see vocproj/cache.py)",
+        description="decode and resize each image once into <root>/cache (vocproj/data/cache.py)",
     )
 
     @model_validator(mode="after")
@@ -253,7 +261,7 @@ class Profile(_Section):
 
     @property
     def cache_dir(self) -> Path:
-        """`<data root>/cache`: the decoded, resized images of each split (vocproj/cache.py)."""
+        """`<data root>/cache`: each split's decoded, resized images (vocproj/data/cache.py)."""
         return self.data_root / "cache"
 
     @property

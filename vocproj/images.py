@@ -5,7 +5,7 @@ One decoder serves every place a person hands vocproj a picture (the browser's u
 (EXIF orientation applied; CMYK, palette, grey and 16-bit converted; transparency composited
 on white) and refuses decompression bombs. `model_input` is the evaluation preprocessing
 (resize the shorter side, centre crop, scale to [0, 1], normalise) written out in numpy so that
-it runs without PyTorch; it equals torchvision's `eval` preset of vocproj/transforms.py
+it runs without PyTorch; it equals torchvision's `eval` preset of vocproj/data/transforms.py
 (tests/test_images.py holds it to that on real photos). `model_views` adds test-time
 augmentation: the input and its mirror image, torchvision's five crops (the four corners and
 the centre of the image resized to S / 0.875, ImageNet's 224-of-256), or the five and their
@@ -44,6 +44,13 @@ class Normalisation(NamedTuple):
 
 IMAGENET = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 SYMMETRIC = Normalisation(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # inputs in [-1, 1]
+# The TensorFlow-trained backbones take inputs in [-1, 1]; torchvision's take ImageNet's statistics.
+SYMMETRIC_BACKBONES = frozenset({"efficientnet_lite0"})
+
+
+def input_normalisation(backbone: str) -> Normalisation:
+    """The mean and std that the backbone's ImageNet weights expect (and its random init gets)."""
+    return SYMMETRIC if backbone in SYMMETRIC_BACKBONES else IMAGENET
 
 
 class ImageDecodeError(VocprojError):

@@ -69,7 +69,7 @@ import numpy as np
 from vocproj.artifacts import METRICS_FILE, MISTAKES_FILE, TOP_K_FILE
 from vocproj.errors import ScoresError, VocprojError
 from vocproj.io import atomic_write, atomic_write_json
-from vocproj.predict import labels_at_threshold
+from vocproj.metrics.thresholds import labels_at_threshold
 
 SCHEMA_VERSION = 1
 THRESHOLDS = np.round(np.arange(20) * 0.05, 2)
@@ -79,7 +79,10 @@ MISTAKES_K = 20
 FALLBACK_THRESHOLD = 0.5  # labels mistakes.json's images when no threshold has a macro F1
 DIFFICULT = -1
 SCORE_ARRAYS = ("ids", "scores", "labels", "classes")
-_FIX = "rewrite it with vocproj.metrics.save_scores (notebook 04 / the evaluate step does this)"
+_FIX = (
+    "rewrite it with vocproj.metrics.multilabel.save_scores "
+    "(notebook 04 / the evaluate step does this)"
+)
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,14 +12,14 @@ preset has no randomness. `optim.freeze_bn` keeps BatchNorm's running statistics
 Every epoch is seeded from (profile seed, phase, epoch), so a run that is killed and started
 again repeats the interrupted epoch exactly and ends with the same weights and history on the CPU.
 
-Batches from the image cache arrive as uint8 and are finished on the device (vocproj/cache.py).
+Batches from the image cache arrive as uint8 and are finished on the device (vocproj/data/cache.py).
 The loss stays on the device and is checked every few batches, so that a GPU is not stopped
 after every batch to hand its loss to the CPU.
 
-Under torchrun the same code trains in every process (vocproj/distributed.py): each takes its
-slice of every global batch, the network is wrapped in DistributedDataParallel, the loss of a
-slice is its part of the global batch's mean, validation is sharded and gathered, and rank 0
-alone writes files, after rank 0 has prepared the data and the phase's starting point.
+Under torchrun the same code trains in every process (vocproj/training/distributed.py): each
+takes its slice of every global batch, the network is wrapped in DistributedDataParallel, the
+loss of a slice is its part of the global batch's mean, validation is sharded and gathered, and
+rank 0 alone writes files, after rank 0 has prepared the data and the phase's starting point.
 """
 
 from __future__ import annotations
@@ -46,10 +46,23 @@ from tqdm.auto import tqdm
 
 from vocproj import __version__
 from vocproj.artifacts import HISTORY_FIELDS, RunFiles, read_history
-from vocproj.cache import BatchAugment, CachedVOCClassification
 from vocproj.config import PhaseSettings, Profile, Settings, load_profile
-from vocproj.data import open_split, prepare_data
-from vocproj.distributed import (
+from vocproj.data.cache import BatchAugment, CachedVOCClassification
+from vocproj.data.prepare import open_split, prepare_data
+from vocproj.data.transforms import augmentations
+from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
+from vocproj.images import input_normalisation
+from vocproj.io import atomic_path, atomic_write_text, remove_temporaries
+from vocproj.locks import owning_run_folder
+from vocproj.metrics.multilabel import mean_average_precision
+from vocproj.model.network import (
+    build_model,
+    head_name,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from vocproj.training.distributed import (
     SINGLE_PROCESS,
     EpochBatches,
     SeededItems,
@@ -66,20 +79,7 @@ from vocproj.distributed import (
     synced_batchnorm,
     unwrapped,
 )
-from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
-from vocproj.io import atomic_path, atomic_write_text, remove_temporaries
-from vocproj.locks import owning_run_folder
-from vocproj.metrics import mean_average_precision
-from vocproj.model import (
-    build_model,
-    head_name,
-    input_normalisation,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
-from vocproj.runtime import Runtime, derived_seed, runtime_for, seed_everything
-from vocproj.transforms import augmentations
+from vocproj.training.runtime import Runtime, derived_seed, runtime_for, seed_everything
 
 # Settings that change how fast or where a run goes, not what it computes (beyond rounding).
 RUNTIME_ONLY_SETTINGS = {
@@ -636,7 +636,7 @@ def train_phase(
     """Train phase `phase` (1-based) to its last epoch, resuming from its last.pt if present.
 
     A finished phase is not retrained unless `retrain` is set. Returns the history so far.
-    Under torchrun (vocproj/distributed.py) every process calls it; rank 0 prepares first.
+    Under torchrun (vocproj/training/distributed.py) every process calls it; rank 0 prepares first.
     `processes` > 1 starts torchrun with that many processes on this machine to train it.
     The run folder is this run's alone meanwhile (`owning_run`): a second run of the profile
     stops at once (or waits for it, with VOCPROJ_WAIT=1).

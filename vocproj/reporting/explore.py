@@ -22,16 +22,12 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-from vocproj import layouts
 from vocproj.artifacts import RunFiles, RunRecord
 from vocproj.config import Profile
-from vocproj.data import prepare_data, read_split, split_names
-from vocproj.errors import DatasetError
-from vocproj.io import atomic_write_bytes, atomic_write_json
-from vocproj.plots import PathLike, finish_figure, jpeg_bytes, new_figure
-from vocproj.runtime import derived_seed
-from vocproj.transforms import augmentations, build_transform, denormalise
-from vocproj.voc import (
+from vocproj.data import layouts
+from vocproj.data.prepare import prepare_data, read_split, split_names
+from vocproj.data.transforms import augmentations, build_transform, denormalise
+from vocproj.data.voc import (
     DIFFICULT_ONLY,
     FIX_DATA_HINT,
     PRESENT,
@@ -39,6 +35,10 @@ from vocproj.voc import (
     open_rgb,
     read_annotation,
 )
+from vocproj.errors import DatasetError
+from vocproj.io import atomic_write_bytes, atomic_write_json
+from vocproj.reporting.plots import PathLike, finish_figure, jpeg_bytes, new_figure
+from vocproj.training.runtime import derived_seed
 
 IMAGE_GRID_WIDTH_IN = 6.0  # image grids are narrower than charts
 THUMBNAIL_PX = 200  # a photo in a grid cell (about 140 px wide as saved) needs no more
@@ -133,7 +133,7 @@ def summarise_splits(profile: Profile, record: RunRecord) -> list[SplitSummary]:
 
 
 def class_warnings(summaries: Sequence[SplitSummary]) -> list[str]:
-    """A warning for each class without a positive image in a split (vocproj.layouts' words)."""
+    """A warning for each class without a positive image in a split (data.layouts' words)."""
     return layouts.class_warnings([summary.labelled for summary in summaries])
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from vocproj.errors import DownloadError
 from vocproj.io import atomic_write_text
 from vocproj.locks import owns_folder_argument
-from vocproj.voc import CLASSES, jpeg_path
+from vocproj.data.voc import CLASSES, jpeg_path
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ DATASET_ARCHIVES: dict[int, tuple[str, ...]] = {
     2012: (VOC2012_TRAINVAL,),
     2007: (VOC2007_TRAINVAL, VOC2007_TEST),
 }
-SUBSET_SPLITS: tuple[str, ...] = ("train", "val")  # the lists vocproj/subsets/<name>/ holds
+SUBSET_SPLITS: tuple[str, ...] = ("train", "val")  # the lists vocproj/data/subsets/<name>/ holds
 
 COMPLETE_MARKER = ".vocproj-complete"
 SUBSET_MARKER = ".vocproj-subset"
@@ -178,12 +178,12 @@ def fetch_voc2007_subset(
 
 
 def subset_ids(name: str) -> dict[str, list[str]]:
-    """The ids of a subset shipped in vocproj/subsets/<name>/: train, val and trainval (sorted)."""
-    folder = resources.files("vocproj") / "subsets" / name
+    """The ids of a subset shipped in vocproj/data/subsets/<name>/: train, val and trainval (sorted)."""
+    folder = resources.files("vocproj.data") / "subsets" / name
     if not folder.is_dir():
-        shipped = sorted(entry.name for entry in (resources.files("vocproj") / "subsets").iterdir())
+        shipped = sorted(entry.name for entry in (resources.files("vocproj.data") / "subsets").iterdir())
         raise DownloadError(
-            f"vocproj ships no subset {name!r}: vocproj/subsets/ holds {', '.join(shipped)}."
+            f"vocproj ships no subset {name!r}: vocproj/data/subsets/ holds {', '.join(shipped)}."
         )
     splits = {
         split: _ids_in((folder / f"{split}.txt").read_text(encoding="utf-8"))

@@ -3,7 +3,7 @@
 `prepare_data` fetches or generates the data where needed, settles the run's class list and
 writes the run's record (`vocproj/artifacts.py`); every later stage opens its splits with
 `read_split` / `open_split`, which read the dataset's own layout: a devkit tree (VOC, or a CVAT
-export) or another export (`vocproj/layouts.py`).
+export) or another export (`vocproj/data/layouts.py`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from vocproj import layouts
+from vocproj.data import layouts
 from vocproj.artifacts import RunFiles, RunRecord, write_record
-from vocproj.cache import CachedVOCClassification
+from vocproj.data.cache import CachedVOCClassification
 from vocproj.config import Profile
-from vocproj.images import Normalisation
-from vocproj.model import input_normalisation
-from vocproj.transforms import PresetName, build_transform
-from vocproj.voc import CLASSES, LabelledSplit, VOCClassification, check_voc_root, read_devkit_split
+from vocproj.images import Normalisation, input_normalisation
+from vocproj.data.transforms import PresetName, build_transform
+from vocproj.data.voc import CLASSES, LabelledSplit, VOCClassification, check_voc_root, read_devkit_split
 
 
 def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
@@ -62,7 +61,7 @@ def fetch_data(profile: Profile, *, progress: bool = True) -> Path:
     """Generate, find or fetch a VOC source's data if needed; return its devkit tree."""
     data = profile.settings.data
     if data.source == "sample":
-        from vocproj.sample import write_sample_dataset
+        from vocproj.data.sample import write_sample_dataset
 
         return write_sample_dataset(
             profile.data_root,
@@ -74,7 +73,7 @@ def fetch_data(profile: Profile, *, progress: bool = True) -> Path:
     in_place = profile.voc_root != profile.data_root / profile.devkit_subdir  # a preferred tree
     if data.source == "local" or in_place:
         return check_voc_root(profile.voc_root)
-    from vocproj.download import fetch_voc, fetch_voc2007_subset, subset_ids
+    from vocproj.data.download import fetch_voc, fetch_voc2007_subset, subset_ids
 
     if data.source == "voc2007-real":
         return fetch_voc2007_subset(profile.data_root, subset_ids(data.source), progress=progress)

@@ -21,17 +21,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vocproj.artifacts import RunFiles
-from vocproj.calibration import write_calibration
 from vocproj.config import Profile
-from vocproj.data import open_split, prepare_data, read_split
+from vocproj.data.prepare import open_split, prepare_data, read_split
+from vocproj.data.voc import VOCClassification
 from vocproj.images import TTA_VIEWS, Normalisation, model_views
 from vocproj.io import atomic_write_json
 from vocproj.locks import owns_run_folder
-from vocproj.metrics import mean_average_precision, save_scores, write_metrics
-from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
-from vocproj.runtime import Runtime, runtime_for, select_num_workers
-from vocproj.train import loader, on_runtime, predict_logits
-from vocproj.voc import VOCClassification
+from vocproj.metrics.calibration import write_calibration
+from vocproj.metrics.multilabel import mean_average_precision, save_scores, write_metrics
+from vocproj.model.network import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
+from vocproj.training.phases import loader, on_runtime, predict_logits
+from vocproj.training.runtime import Runtime, runtime_for, select_num_workers
 
 
 def load_best_model(

@@ -1,9 +1,9 @@
 """A trained run's model for deployment: its card, a PyTorch engine, and the ONNX export.
 
-The card (vocproj/predict.py's `ModelCard`) comes from the run: the best checkpoint's classes,
-input size and normalisation, and the thresholds notebook 04 chose (metrics.json). The export
-puts the sigmoid inside the graph (the model outputs probabilities, not logits), gives the
-input a dynamic batch axis, writes the card into the model's metadata, and then checks the
+The card (vocproj/serving/predict.py's `ModelCard`) comes from the run: the best checkpoint's
+classes, input size and normalisation, and the thresholds notebook 04 chose (metrics.json). The
+export puts the sigmoid inside the graph (the model outputs probabilities, not logits), gives
+the input a dynamic batch axis, writes the card into the model's metadata, and then checks the
 exported model against PyTorch on the run's own validation photos before it is kept.
 """
 
@@ -23,15 +23,15 @@ from torch import nn
 import vocproj
 from vocproj.artifacts import ChosenThresholds, RunFiles, read_chosen_thresholds, read_record
 from vocproj.config import Profile
-from vocproj.data import read_split
+from vocproj.data.prepare import read_split
+from vocproj.data.voc import describe_classes
 from vocproj.errors import CheckpointError, ScoresError
 from vocproj.images import model_input, read_image
 from vocproj.io import atomic_path, remove_temporaries
 from vocproj.locks import owns_run_folder
-from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
-from vocproj.onnx_model import load_onnx_model
-from vocproj.predict import Engine, ModelCard
-from vocproj.voc import describe_classes
+from vocproj.model.network import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
+from vocproj.serving.onnx_runtime import load_onnx_model
+from vocproj.serving.predict import Engine, ModelCard
 
 ONNX_INPUT, ONNX_OUTPUT = "images", "probabilities"
 PARITY_TOLERANCE = 1e-4  # largest probability difference allowed between ONNX and PyTorch (fp32)

@@ -1,7 +1,7 @@
 """The VOC annotation format: XML and the devkit's ImageSets → labels, and the Dataset.
 
 The 20 PASCAL VOC class names are the default class list; a run may bring its own (see
-`vocproj/layouts.py`), and everything here takes the list it is given.
+`vocproj/data/layouts.py`), and everything here takes the list it is given.
 
 Inside vocproj a label is 1 = at least one non-difficult object of the class, 0 = absent,
 -1 = only difficult objects of the class. The devkit's per-class files
@@ -27,6 +27,7 @@ import torch
 from defusedxml import DefusedXmlException, ElementTree
 from PIL import Image, UnidentifiedImageError
 
+from vocproj.config import DIFFICULT_MODES, DifficultMode
 from vocproj.errors import DatasetError, RefusedFile
 from vocproj.files import (
     MAX_IMAGE_BYTES,
@@ -54,15 +55,6 @@ PRESENT, ABSENT, DIFFICULT_ONLY = 1, 0, -1
 # The devkit's per-class file values (1 present, -1 absent, 0 difficult only) ↔ vocproj's labels.
 DEVKIT_TO_LABEL: dict[int, int] = {1: PRESENT, -1: ABSENT, 0: DIFFICULT_ONLY}
 LABEL_TO_DEVKIT: dict[int, int] = {label: flag for flag, label in DEVKIT_TO_LABEL.items()}
-
-DifficultMode = Literal["ignore", "positive", "negative"]
-DIFFICULT_MODES: tuple[str, ...] = ("ignore", "positive", "negative")
-"""How difficult-only labels (-1) enter the loss.
-
-- ``ignore`` (default): masked out of the loss, as the devkit leaves them out of scoring;
-- ``positive``: counted as present;
-- ``negative``: counted as absent.
-"""
 
 FIX_DATA_HINT = (
     "re-extract the VOC archive with `python -m vocproj download --dataset NAME --root DIR`, "

@@ -33,7 +33,7 @@ from vocproj.artifacts import (
 )
 from vocproj.errors import VocprojError
 from vocproj.io import atomic_write_bytes
-from vocproj.metrics import (
+from vocproj.metrics.multilabel import (
     Scores,
     precision_envelope,
     precision_recall_points,

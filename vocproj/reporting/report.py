@@ -44,14 +44,14 @@ from vocproj.artifacts import (
     read_record,
 )
 from vocproj.config import PhaseSettings, Profile, Settings
+from vocproj.data.transforms import augmentations
+from vocproj.data.voc import CLASSES
 from vocproj.errors import VocprojError
 from vocproj.images import TTA_MODES
 from vocproj.io import atomic_write_json, atomic_write_text
-from vocproj.metrics import best_threshold
-from vocproj.model import load_checkpoint
-from vocproj.runtime import cpu_runs_bf16_natively, detect_cpu_flags, runtime_for
-from vocproj.transforms import augmentations
-from vocproj.voc import CLASSES
+from vocproj.metrics.multilabel import best_threshold
+from vocproj.model.network import load_checkpoint
+from vocproj.training.runtime import cpu_runs_bf16_natively, detect_cpu_flags, runtime_for
 
 NOT_AVAILABLE = "n/a"
 STUDY_SETTINGS = {"source": "voc2012", "weights": "imagenet", "image_size": 224, "epochs": 15}

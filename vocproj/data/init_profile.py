@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vocproj import layouts
+from vocproj.data import layouts
 from vocproj.config import PARAMS_DIR, PROJECT_DIR, profile_from_mapping
 from vocproj.errors import ConfigError
 from vocproj.io import atomic_write_text

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from vocproj.predict import Engine, ModelCard, PredictError
+from vocproj.serving.predict import Engine, ModelCard, PredictError
 
 
 def load_onnx_model(path: str | os.PathLike[str]) -> tuple[Engine, ModelCard]:

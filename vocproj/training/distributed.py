@@ -11,7 +11,7 @@ is one permutation drawn from (seed, phase, epoch) that `EpochBatches` cuts into
 and each rank takes its slice of each; each image's random augmentation is drawn from its own
 seed (`image_seed`), so it does not depend on which process draws it; BatchNorm statistics are
 those of the global batch (`synced_batchnorm`); the loss is normalised over the global batch
-(vocproj/train.py). Evaluation is sharded into contiguous slices and gathered in order.
+(vocproj/training/phases.py). Evaluation is sharded into contiguous slices and gathered in order.
 
 A process that dies ends the run: torchrun stops the others, and a process whose peer vanished
 mid-collective gets an error (or, if a peer hangs, the profile's `train.timeout_s`) that
@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vocproj.errors import ConfigError, VocprojError
-from vocproj.runtime import derived_seed
+from vocproj.training.runtime import derived_seed
 
 
 class RankFailure(VocprojError):

@@ -1,8 +1,9 @@
 """Probability calibration: reliability bins, expected calibration error, temperature scaling.
 
-Inputs follow vocproj/metrics.py: an N×C array of sigmoid probabilities and an int8 N×C label
-array, 1 = present, 0 = absent, -1 = difficult only. Difficult entries (-1) are left out of
-every number for their class: of the bins, the ECE, the mean BCE and the temperature fits.
+Inputs follow vocproj/metrics/multilabel.py: an N×C array of sigmoid probabilities and an int8
+N×C label array, 1 = present, 0 = absent, -1 = difficult only. Difficult entries (-1) are left
+out of every number for their class: of the bins, the ECE, the mean BCE and the temperature
+fits.
 
 Conventions (each one is tested in tests/test_calibration.py):
 
@@ -55,7 +56,14 @@ from scipy.special import expit
 from vocproj.artifacts import CALIBRATION_FILE
 from vocproj.errors import ScoresError, VocprojError
 from vocproj.io import atomic_write_json
-from vocproj.metrics import DIFFICULT, Scores, json_float, load_scores, nanmean, split_halves
+from vocproj.metrics.multilabel import (
+    DIFFICULT,
+    Scores,
+    json_float,
+    load_scores,
+    nanmean,
+    split_halves,
+)
 
 SCHEMA_VERSION = 1
 DEFAULT_BINS = 15

@@ -1,7 +1,7 @@
 """The image cache: each image decoded and resized once, then read as uint8 at every epoch.
 
 Every preset starts with the same deterministic geometry, resize the short side to `size` and
-center-crop `size`×`size` (vocproj/transforms.py), and only then its random part. The cache
+center-crop `size`×`size` (vocproj/data/transforms.py), and only then its random part. The cache
 holds that geometry's result for one split as a uint8 array N×S×S×3 (the layout of a decoded
 image), a NumPy `.npy` file memory-mapped when read, in the profile's cache folder
 (`<data.root>/cache`):
@@ -42,10 +42,10 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
-from vocproj.config import AugmentSettings
+from vocproj.config import AugmentSettings, DifficultMode
 from vocproj.errors import DatasetError
 from vocproj.io import atomic_path, atomic_write_json, remove_temporaries
-from vocproj.transforms import (
+from vocproj.data.transforms import (
     IMAGENET,
     Normalisation,
     PresetName,
@@ -53,7 +53,7 @@ from vocproj.transforms import (
     geometry,
     to_normalised_tensor,
 )
-from vocproj.voc import DifficultMode, LabelledSplit, VOCClassification, open_rgb
+from vocproj.data.voc import LabelledSplit, VOCClassification, open_rgb
 
 CACHE_FORMAT = 1  # bump when what the array holds changes: older caches are then rebuilt
 MAX_BUILD_PROCESSES = 8
@@ -274,7 +274,7 @@ class BatchAugment:
     kernels: without random transforms the result is bit-identical). RandomRotation (nearest,
     fill 0), ColorJitter's saturation and hue, and RandomHorizontalFlip run batched on the
     batch's device; any other transform runs image by image. Image i's parameters come from a
-    CPU generator seeded with `seeds[i]` (vocproj/distributed.py `image_seed`), drawn in the
+    CPU generator seeded with `seeds[i]` (vocproj/training/distributed.py `image_seed`), drawn in the
     order torchvision draws them for one image, so they equal what the per-item transform draws
     with torch's generator seeded alike; without seeds, the seeds come from torch's generator.
     Nothing waits for a GPU: parameters reach it in asynchronous copies from pinned memory.

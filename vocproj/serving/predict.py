@@ -1,10 +1,10 @@
 """Labelling image files with a trained model: which files, in batches, at which thresholds.
 
-`python -m vocproj predict PATH...` runs through here with either engine: the PyTorch network
-of a run (vocproj/deploy.py) or an exported ONNX model under ONNX Runtime
-(vocproj/onnx_model.py). All this module needs of a model is an `Engine`, a function from an
-N×3×S×S float32 batch to N×C probabilities, and its `ModelCard`: the class list, the input size
-and normalisation, and the thresholds the run chose. Nothing here imports torch.
+`python -m vocproj predict PATH...` runs through here with either engine: the PyTorch network of
+a run (vocproj/serving/export.py) or an exported ONNX model under ONNX Runtime
+(vocproj/serving/onnx_runtime.py). All this module needs of a model is an `Engine`, a function
+from an N×3×S×S float32 batch to N×C probabilities, and its `ModelCard`: the class list, the
+input size and normalisation, and the thresholds the run chose. Nothing here imports torch.
 
 Output files (`write_predictions`, by suffix):
 
@@ -33,12 +33,12 @@ import numpy as np
 from vocproj.errors import VocprojError
 from vocproj.images import TTA_MODES, ImageDecodeError, Normalisation, model_views, read_image
 from vocproj.io import atomic_write_text
+from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
 
 Engine = Callable[[np.ndarray], np.ndarray]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 OUTPUT_SUFFIXES = (".json", ".csv")
 GLOB_CHARACTERS = frozenset("*?[")
-NOT_IDENTIFIED = "Not Identified"  # the study's words when no class passes the threshold
 METADATA_FORMAT = "1"  # the version of the metadata layout below
 
 
@@ -111,29 +111,6 @@ def _known_tta(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ thresholds
-
-
-def threshold_vector(
-    classes: Sequence[str], threshold: float, per_class: Mapping[str, float | None] | None = None
-) -> np.ndarray:
-    """One threshold per class: the per-class value where there is one, else `threshold`."""
-    chosen = per_class or {}
-    return np.array([
-        threshold if chosen.get(name) is None else chosen[name] for name in classes
-    ], dtype=float)  # fmt: skip
-
-
-def labels_at_threshold(
-    classes: Sequence[str], probabilities: np.ndarray, thresholds: float | np.ndarray
-) -> list[tuple[str, float]]:
-    """The classes with probability ≥ their threshold, as (name, probability), highest first."""
-    limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(classes),))
-    found = [
-        (name, float(p))
-        for name, p, limit in zip(classes, probabilities, limits, strict=True)
-        if p >= limit
-    ]
-    return sorted(found, key=lambda item: -item[1])
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ It reads what earlier stages wrote: the best checkpoint (`runs/<profile>/phase3/
 labels.
 
 An upload is decoded and preprocessed as `python -m vocproj predict` does it (vocproj/images.py),
-and labelled by the same threshold rules (vocproj/predict.py). The plain-Python core
+and labelled by the same threshold rules (vocproj/serving/predict.py). The plain-Python core
 (predicting, top-50 option labels, the heatmap overlay, the probability chart) is kept apart
 from the widget wiring in `BrowserApp`. The app never raises into the notebook: every problem
 becomes one line of text in the tab where it happened, and the app stays usable.
@@ -46,14 +46,14 @@ from vocproj.artifacts import (
     read_report_json,
 )
 from vocproj.config import Profile
-from vocproj.data import read_split
+from vocproj.data.prepare import read_split
+from vocproj.data.voc import describe_classes, open_rgb
 from vocproj.errors import CheckpointError, ScoresError, VocprojError
 from vocproj.files import MAX_IMAGE_BYTES, read_regular_file
 from vocproj.images import Normalisation, decode_image, model_input
-from vocproj.model import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
-from vocproj.plots import probability_chart_png
-from vocproj.predict import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
-from vocproj.voc import describe_classes, open_rgb
+from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
+from vocproj.model.network import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
+from vocproj.reporting.plots import probability_chart_png
 
 CHECKPOINT_NOTEBOOK = "notebooks/03_phase3_colour_flip.ipynb"
 DEFAULT_THRESHOLD = 0.5  # used only until notebook 04 has chosen one
@@ -147,7 +147,7 @@ class ClassMistakes(BaseModel):
 
 
 class Mistakes(BaseModel):
-    """mistakes.json (layout in vocproj/metrics.py)."""
+    """mistakes.json (layout in vocproj/metrics/multilabel.py)."""
 
     k: int
     thresholds: dict[str, float]

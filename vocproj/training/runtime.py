@@ -3,7 +3,7 @@
 `precision: auto` trains in bfloat16 autocast where the hardware runs it natively (CUDA with
 bf16 support, else float16; CPUs with AVX512-BF16 or AMX) and in float32 elsewhere. Batches from
 the image cache get their random transforms on an accelerator, batched; on the CPU, PIL's uint8
-kernels per image cost less than float tensor kernels (vocproj/cache.py). Loader workers: with
+kernels per image cost less than float tensor kernels (vocproj/data/cache.py). Loader workers: with
 the cache, the CPU loads in the main process and keeps its cores for compute, while CUDA gets a
 few workers to fill pinned batches in the background.
 """

@@ -17,14 +17,14 @@ from torch import nn
 
 from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
-from vocproj.data import open_split, prepare_data
+from vocproj.data.prepare import open_split, prepare_data
+from vocproj.data.voc import PRESENT
 from vocproj.io import atomic_write_json
 from vocproj.locks import owns_run_folder
-from vocproj.metrics import mean_average_precision
-from vocproj.model import build_model
-from vocproj.runtime import Runtime, runtime_for
-from vocproj.train import frozen_features, on_runtime
-from vocproj.voc import PRESENT
+from vocproj.metrics.multilabel import mean_average_precision
+from vocproj.model.network import build_model
+from vocproj.training.phases import frozen_features, on_runtime
+from vocproj.training.runtime import Runtime, runtime_for
 
 DEFAULT_C = 1.0  # inverse L2 strength, scikit-learn's default
 
