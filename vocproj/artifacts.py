@@ -2,6 +2,7 @@
 
     runs/<profile>/
         run.json                 the record: class list, normalisation, data (`RunRecord`)
+        splits/<split>.csv       each split as the data stage resolved it: id, files, labels
         phase<N>/last.pt, best.pt
         history.csv              every epoch of every phase so far
         scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics/multilabel.py)
@@ -12,9 +13,9 @@
         figures/*.png, *.jpg     the names below (grids of photos are JPEG)
         notebooks/*.ipynb        the executed notebooks
 
-The data stage (`vocproj.data.prepare.prepare_data`) writes `run.json`; training, evaluation,
-the browser and the report read the class list and normalisation from it rather than work them
-out again.
+The data stage (`vocproj.data.prepare.prepare_data`) writes `run.json` and the split lists;
+training, evaluation, the browser and the report read the class list, normalisation and splits
+from them rather than work them out again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vocproj.images import Normalisation
 from vocproj.io import atomic_write_json
 
 RECORD_FILE = "run.json"
+SPLIT_LISTS_DIR = "splits"  # <split>.csv: each split as the data stage resolved it
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
 HISTORY_FIELDS = (
     "phase", "epoch", "global_epoch", "preset", "train_loss", "val_loss", "val_map", "lr",
@@ -109,6 +111,10 @@ class RunFiles:
     @property
     def record(self) -> Path:
         return self.run_dir / RECORD_FILE
+
+    def split_list(self, split: str) -> Path:
+        """runs/<profile>/splits/<split>.csv: ids, files and labels the data stage resolved."""
+        return self.run_dir / SPLIT_LISTS_DIR / f"{split}.csv"
 
     def phase_dir(self, phase: int) -> Path:
         return self.run_dir / f"phase{phase}"
@@ -197,6 +203,7 @@ class RunRecord:
     data_dir: str
     splits: dict[str, int]  # split name → images
     split_lists: str | None = None  # where the train/val lists vocproj drew are, if it drew them
+    prepared_with: dict[str, Any] | None = None  # the settings the data stage ran with
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "normalisation": self.normalisation._asdict()}

@@ -17,7 +17,7 @@ from torch import nn
 
 from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
-from vocproj.data.prepare import open_split, prepare_data
+from vocproj.data.prepare import open_split, prepared
 from vocproj.data.voc import PRESENT
 from vocproj.io import atomic_write_json
 from vocproj.locks import owns_run_folder
@@ -64,7 +64,7 @@ def fit_and_score(
 def linear_probe(profile: Profile, *, c: float = DEFAULT_C, progress: bool = True) -> dict:
     """Fit the probe on the train split, score val, write probe.json; return its contents."""
     started = time.perf_counter()
-    classes = prepare_data(profile, progress=progress).classes
+    classes = prepared(profile, progress=progress).classes
     settings = profile.settings
     runtime = runtime_for(profile)
     starting = build_model(settings.model.backbone, settings.model.weights, len(classes))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
-from vocproj.data.prepare import open_split, prepare_data, read_split
+from vocproj.data.prepare import open_split, prepared, read_split
 from vocproj.data.voc import VOCClassification
 from vocproj.images import TTA_VIEWS, Normalisation, model_views
 from vocproj.io import atomic_write_json
@@ -106,7 +106,7 @@ def score_split(
     """Write runs/<profile>/scores_<split>.npz from the best checkpoint (with `evaluate.tta`)."""
     split = split or profile.settings.data.val_split
     tta = tta or profile.settings.evaluate.tta
-    classes = prepare_data(profile, progress=progress).classes
+    classes = prepared(profile, progress=progress).classes
     runtime = runtime_for(profile) if tta == "none" else views_runtime(profile)
     model, checkpoint = load_best_model(profile, runtime, classes)
     batch_size = profile.settings.train.eval_batch_size
@@ -148,7 +148,7 @@ def compare_tta(
     """
     split = split or profile.settings.data.val_split
     modes = modes or profile.settings.evaluate.tta_compare
-    classes = prepare_data(profile, progress=False).classes
+    classes = prepared(profile, progress=False).classes
     runtime = views_runtime(profile)
     model, checkpoint = load_best_model(profile, runtime, classes)
     results = {}

@@ -48,7 +48,7 @@ from vocproj import __version__
 from vocproj.artifacts import HISTORY_FIELDS, RunFiles, read_history
 from vocproj.config import PhaseSettings, Profile, Settings, load_profile
 from vocproj.data.cache import BatchAugment, CachedVOCClassification
-from vocproj.data.prepare import open_split, prepare_data
+from vocproj.data.prepare import open_split, prepared
 from vocproj.data.transforms import augmentations
 from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
 from vocproj.images import input_normalisation
@@ -665,7 +665,7 @@ def train_phase_here(
     progress = world.is_main and (profile.settings.train.progress if progress is None else progress)
     runtime = runtime_for(profile, world.local_rank if world.is_distributed else None)
     with main_process_first(world):
-        record = prepare_data(profile, progress=progress)
+        record = prepared(profile, progress=progress)
         state = starting_state(profile, phase, runtime, record.classes, retrain, world)
         splits = phase_splits(profile, phases[phase - 1], state.classes, progress)
     if state.epochs_done >= phases[phase - 1].epochs:
