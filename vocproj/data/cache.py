@@ -43,8 +43,6 @@ from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from vocproj.config import AugmentSettings, DifficultMode
-from vocproj.errors import DatasetError
-from vocproj.io import atomic_path, atomic_write_json, remove_temporaries
 from vocproj.data.transforms import (
     IMAGENET,
     Normalisation,
@@ -54,6 +52,8 @@ from vocproj.data.transforms import (
     to_normalised_tensor,
 )
 from vocproj.data.voc import LabelledSplit, VOCClassification, open_rgb
+from vocproj.errors import DatasetError
+from vocproj.io import atomic_path, atomic_write_json, remove_temporaries
 
 CACHE_FORMAT = 1  # bump when what the array holds changes: older caches are then rebuilt
 MAX_BUILD_PROCESSES = 8
@@ -274,10 +274,11 @@ class BatchAugment:
     kernels: without random transforms the result is bit-identical). RandomRotation (nearest,
     fill 0), ColorJitter's saturation and hue, and RandomHorizontalFlip run batched on the
     batch's device; any other transform runs image by image. Image i's parameters come from a
-    CPU generator seeded with `seeds[i]` (vocproj/training/distributed.py `image_seed`), drawn in the
-    order torchvision draws them for one image, so they equal what the per-item transform draws
-    with torch's generator seeded alike; without seeds, the seeds come from torch's generator.
-    Nothing waits for a GPU: parameters reach it in asynchronous copies from pinned memory.
+    CPU generator seeded with `seeds[i]` (vocproj/training/distributed.py `image_seed`), drawn
+    in the order torchvision draws them for one image, so they equal what the per-item transform
+    draws with torch's generator seeded alike; without seeds, the seeds come from torch's
+    generator. Nothing waits for a GPU: parameters reach it in asynchronous copies from pinned
+    memory.
     """
 
     def __init__(

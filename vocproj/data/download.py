@@ -26,10 +26,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import requests
 from tqdm.auto import tqdm
 
+from vocproj.data.voc import CLASSES, jpeg_path
 from vocproj.errors import DownloadError
 from vocproj.io import atomic_write_text
 from vocproj.locks import owns_folder_argument
-from vocproj.data.voc import CLASSES, jpeg_path
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,11 @@ def fetch_voc2007_subset(
 
 
 def subset_ids(name: str) -> dict[str, list[str]]:
-    """The ids of a subset shipped in vocproj/data/subsets/<name>/: train, val and trainval (sorted)."""
-    folder = resources.files("vocproj.data") / "subsets" / name
+    """The ids of a subset in vocproj/data/subsets/<name>/: train, val and trainval (sorted)."""
+    shipped_subsets = resources.files("vocproj.data") / "subsets"
+    folder = shipped_subsets / name
     if not folder.is_dir():
-        shipped = sorted(entry.name for entry in (resources.files("vocproj.data") / "subsets").iterdir())
+        shipped = sorted(entry.name for entry in shipped_subsets.iterdir())
         raise DownloadError(
             f"vocproj ships no subset {name!r}: vocproj/data/subsets/ holds {', '.join(shipped)}."
         )

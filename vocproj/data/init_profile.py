@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from vocproj.data import layouts
 from vocproj.config import PARAMS_DIR, PROJECT_DIR, profile_from_mapping
+from vocproj.data import layouts
 from vocproj.errors import ConfigError
 from vocproj.io import atomic_write_text
 

@@ -39,9 +39,6 @@ from typing import Literal, get_args
 import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-from vocproj.errors import DatasetError
-from vocproj.files import read_text
-from vocproj.io import atomic_write_text
 from vocproj.data.voc import (
     CLASSES,
     DIFFICULT_ONLY,
@@ -53,6 +50,9 @@ from vocproj.data.voc import (
     labels_from_objects,
     read_annotation,
 )
+from vocproj.errors import DatasetError
+from vocproj.files import read_text
+from vocproj.io import atomic_write_text
 
 Layout = Literal["devkit", "flat", "roboflow"]
 ImagesWithoutXml = Literal["skip", "negative"]

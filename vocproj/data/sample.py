@@ -35,10 +35,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from vocproj.data.voc import CLASSES, jpeg_path, labels_from_objects, write_class_files
 from vocproj.errors import ConfigError, DatasetError
 from vocproj.io import atomic_write_json
 from vocproj.locks import owning
-from vocproj.data.voc import CLASSES, jpeg_path, labels_from_objects, write_class_files
 
 DEFAULT_SEED = 0
 DEFAULT_N_TRAIN = 300
