@@ -33,7 +33,43 @@ from vocproj.errors import VocprojError
 from vocproj.images import TTA_MODES
 
 if TYPE_CHECKING:
-    from vocproj.serving.predict import Engine, Failure, Inputs, ModelCard, Prediction
+    from vocproj.serving.predict import Engine, ModelCard
+
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_command(
+    commands: Subcommands, name: str, run: Callable[[argparse.Namespace], int | None], summary: str
+) -> argparse.ArgumentParser:
+    """The subcommand `name`'s parser, set to call `run` with the parsed arguments."""
+    command = commands.add_parser(name, help=summary)
+    command.set_defaults(run=run)
+    return command
+
+
+def add_profile_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--profile", default="sample", help="profile name or YAML path")
+
+
+def add_no_progress_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_wait_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--wait", action="store_true",
+        help="if another run of the profile holds its folder, wait for it instead of stopping",
+    )  # fmt: skip
+
+
+def add_sample(commands: Subcommands) -> None:
+    sample = add_command(
+        commands, "sample", cmd_sample, "write the synthetic VOC-format sample dataset"
+    )
+    sample.add_argument("--out", required=True, help="folder to hold VOCdevkit/VOC2012")
+    sample.add_argument("--seed", type=int, help="random seed (default 0)")
+    sample.add_argument("--train", type=int, help="train images (default 300)")
+    sample.add_argument("--val", type=int, help="val images (default 200)")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -45,6 +81,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"sample dataset ready at {root}")
 
 
+def add_download(commands: Subcommands) -> None:
+    download = add_command(
+        commands, "download", cmd_download, "fetch, verify and extract a VOC dataset"
+    )
+    download.add_argument(
+        "--dataset",
+        choices=("voc2012", "voc2007", "voc2007-real"),
+        default="voc2012",
+        help="voc2012: trainval; voc2007: trainval and test; voc2007-real: the test archive only, "
+        "with vocproj's 2,000-photo train/val split of it (default: voc2012)",
+    )
+    download.add_argument("--root", required=True, help="folder to hold VOCdevkit/VOC<year>")
+    download.add_argument(
+        "--mirror",
+        action="append",
+        help="mirror folder URL to try; the archive's file name is appended (repeatable)",
+    )
+    download.add_argument(
+        "--archive", action="append", help="an already downloaded VOC .tar to use (repeatable)"
+    )
+
+
 def cmd_download(args: argparse.Namespace) -> None:
     from vocproj.data.download import fetch_voc, fetch_voc2007_subset, subset_ids
 
@@ -54,6 +112,15 @@ def cmd_download(args: argparse.Namespace) -> None:
     else:
         root = fetch_voc(args.root, int(args.dataset.removeprefix("voc")), **sources)
     print(f"{args.dataset} ready at {root}")
+
+
+def add_train(commands: Subcommands) -> None:
+    train = add_command(commands, "train", cmd_train, "train one phase or all phases of a profile")
+    add_profile_option(train)
+    train.add_argument("--phase", default="all", help="1, 2, 3 or all")
+    train.add_argument("--retrain", action="store_true", help="retrain finished phases")
+    add_no_progress_option(train)
+    add_wait_option(train)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -79,6 +146,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
 
 
+def add_evaluate(commands: Subcommands) -> None:
+    evaluate = add_command(commands, "evaluate", cmd_evaluate, "score val with the best checkpoint")
+    add_profile_option(evaluate)
+    evaluate.add_argument("--split", default=None, help="split to score (default: val)")
+    add_no_progress_option(evaluate)
+    add_wait_option(evaluate)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from vocproj.artifacts import LOSS_FIGURE, RunFiles, read_history
     from vocproj.config import load_profile
@@ -100,6 +175,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{profile.profile}: mAP {metrics['map']:.4f}; metrics and figures in {files.report_dir}")
 
 
+def tta_modes(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in TTA_MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(TTA_MODES)}, got {text!r}")
+    return modes
+
+
+def add_tta(commands: Subcommands) -> None:
+    tta = add_command(
+        commands, "tta", cmd_tta,
+        "score val under each test-time augmentation: mAP and time (tta.json)",
+    )  # fmt: skip
+    add_profile_option(tta)
+    tta.add_argument(
+        "--modes",
+        type=tta_modes,
+        help=f"comma-separated, of {', '.join(TTA_MODES)} (default: evaluate.tta_compare)",
+    )
+    add_wait_option(tta)
+
+
 def cmd_tta(args: argparse.Namespace) -> None:
     from vocproj.artifacts import RunFiles
     from vocproj.config import load_profile
@@ -116,6 +213,15 @@ def cmd_tta(args: argparse.Namespace) -> None:
     print(f"written to {RunFiles.of(profile).tta}")
 
 
+def add_metrics(commands: Subcommands) -> None:
+    metrics = add_command(
+        commands, "metrics", cmd_metrics, "metrics, top-50 and figures from scores.npz"
+    )
+    metrics.add_argument("scores", help="an .npz with arrays ids, scores, labels, classes")
+    metrics.add_argument("--out", required=True, help="folder for metrics.json and top50.json")
+    metrics.add_argument("--figures", default=None, help="figure folder (default OUT/figures)")
+
+
 def cmd_metrics(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -126,6 +232,12 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     figures = Path(args.out) / "figures" if args.figures is None else Path(args.figures)
     write_metric_figures(load_scores(args.scores), metrics, figures)
     print(f"mAP {metrics['map']:.4f}; metrics.json, top50.json and figures written to {args.out}")
+
+
+def add_data(commands: Subcommands) -> None:
+    data = add_command(commands, "data", cmd_data, "generate (sample) or download a profile's data")
+    add_profile_option(data)
+    add_wait_option(data)
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -141,6 +253,17 @@ def cmd_data(args: argparse.Namespace) -> None:
     )
 
 
+def add_probe(commands: Subcommands) -> None:
+    probe = add_command(
+        commands, "probe", cmd_probe,
+        "the linear-probe yardstick: frozen features + logistic regression",
+    )  # fmt: skip
+    add_profile_option(probe)
+    probe.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
+    add_no_progress_option(probe)
+    add_wait_option(probe)
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     from vocproj.artifacts import RunFiles
     from vocproj.config import load_profile
@@ -154,229 +277,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_init_profile(args: argparse.Namespace) -> None:
-    from vocproj.data.init_profile import ProfileChoices, init_profile
-
-    choices = ProfileChoices(
-        name=args.name,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        backbone=args.backbone,
-        weights=args.weights,
-        val_fraction=args.val_fraction,
-        images_without_xml=args.images_without_xml,
-        seed=args.seed,
-    )
-    path, summary = init_profile(args.data_dir, choices, force=args.force)
-    print(summary)
-    print(
-        f"wrote {path}; next: make report PROFILE={args.name}, then make browse PROFILE={args.name}"
-    )
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from vocproj.config import load_profile
-    from vocproj.reporting.report import write_report
-
-    print(f"wrote {write_report(load_profile(args.profile))}")
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """Exit code 1 when any file could not be predicted (the others are)."""
-    from vocproj.serving.predict import (
-        IMAGE_SUFFIXES,
-        Failure,
-        check_output_path,
-        choose_thresholds,
-        find_images,
-        predict_files,
-        write_predictions,
-    )
-
-    check_output_path(args.out)
-    engine, card, engine_name = prediction_model(args)
-    if args.tta is not None:
-        card = dataclasses.replace(card, tta=args.tta)
-    thresholds = choose_thresholds(card, args.threshold, args.per_class)
-    inputs = find_images(args.paths)
-    if not inputs.files:
-        raise VocprojError(
-            f"nothing to predict: no image file in {', '.join(args.paths)} "
-            f"(folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))})."
-        )
-    started = time.perf_counter()
-    results: list[Prediction | Failure] = []
-    try:
-        for result in predict_files(
-            inputs.files, engine, card, thresholds, args.batch_size, not args.no_progress
-        ):
-            results.append(result)
-    except KeyboardInterrupt:
-        if args.out is not None and results:
-            write_predictions(args.out, results, card, thresholds)
-            print(f"the {len(results)} files done so far are in {args.out}", file=sys.stderr)
-        raise
-    seconds = time.perf_counter() - started
-    print_predictions(results, card, inputs, thresholds.rule, f"{engine_name}, {seconds:.1f} s")
-    if args.out is not None:
-        write_predictions(args.out, results, card, thresholds)
-        print(f"wrote {args.out}")
-    failed = any(isinstance(result, Failure) for result in results)
-    return 1 if failed or inputs.unmatched else 0
-
-
-def prediction_model(args: argparse.Namespace) -> tuple[Engine, ModelCard, str]:
-    """(engine, card, engine description) of --onnx, --checkpoint or --profile."""
-    if args.onnx is not None:
-        from vocproj.serving.onnx_runtime import load_onnx_model
-
-        return (*load_onnx_model(args.onnx), "ONNX Runtime")
-    from vocproj.serving.export import checkpoint_model, run_model, torch_engine
-
-    if args.checkpoint is not None:
-        model, card = checkpoint_model(args.checkpoint, args.metrics)
-    else:
-        from vocproj.config import load_profile
-
-        model, card = run_model(load_profile(args.profile))
-    return torch_engine(model), card, "PyTorch"
-
-
-def print_predictions(
-    results: list[Prediction | Failure], card: ModelCard, inputs: Inputs, rule: str, how: str
-) -> None:
-    """The table of files and labels, what was skipped, and a summary line."""
-    from vocproj.serving.predict import Failure, table_line
-
-    width = min(60, max(len(r.file) for r in results))
-    for result in results:
-        print(table_line(result, card.classes, width))
-    for argument in inputs.unmatched:
-        print(f"{argument:<{width}}  FAILED: no such file or folder, and no file matches it")
-    if inputs.left_out:
-        names = ", ".join(str(path) for path in inputs.left_out[:5])
-        more = f" and {len(inputs.left_out) - 5} more" if len(inputs.left_out) > 5 else ""
-        print(f"left out {len(inputs.left_out)} file(s) that are not images by name: {names}{more}")
-    failed = sum(isinstance(r, Failure) for r in results)
-    predicted = len(results) - failed
-    print(
-        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}"
-        f"{'' if card.tta == 'none' else ', test-time augmentation ' + card.tta}); "
-        f"{failed + len(inputs.unmatched)} failed; labels at threshold {rule}"
-    )
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from vocproj.config import load_profile
-    from vocproj.serving.export import PARITY_TOLERANCE, export_run
-
-    exported = export_run(load_profile(args.profile), args.out)
-    card, size = exported.card, exported.card.image_size
-    megabytes = exported.path.stat().st_size / 1e6
-    print(
-        f"exported {card.source} to {exported.path} ({megabytes:.1f} MB): input images "
-        f"[batch, 3, {size}, {size}] float32, output probabilities [batch, {len(card.classes)}] "
-        f"(sigmoid inside); metadata: classes, thresholds, image size, normalisation. On "
-        f"{exported.images} val photos its probabilities differ from PyTorch's by at most "
-        f"{exported.largest_difference:.1e} (allowed {PARITY_TOLERANCE:g})."
-    )
-
-
-def tta_modes(text: str) -> list[str]:
-    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
-    unknown = [mode for mode in modes if mode not in TTA_MODES]
-    if unknown or not modes:
-        raise argparse.ArgumentTypeError(f"expected some of {', '.join(TTA_MODES)}, got {text!r}")
-    return modes
-
-
-def add_wait_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--wait", action="store_true",
-        help="if another run of the profile holds its folder, wait for it instead of stopping",
+def add_init_profile(commands: Subcommands) -> None:
+    init = add_command(
+        commands, "init-profile", cmd_init_profile,
+        "look at your own VOC-format export and write params/NAME.yaml",
     )  # fmt: skip
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vocproj", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    sample = commands.add_parser("sample", help="write the synthetic VOC-format sample dataset")
-    sample.add_argument("--out", required=True, help="folder to hold VOCdevkit/VOC2012")
-    sample.add_argument("--seed", type=int, help="random seed (default 0)")
-    sample.add_argument("--train", type=int, help="train images (default 300)")
-    sample.add_argument("--val", type=int, help="val images (default 200)")
-    sample.set_defaults(run=cmd_sample)
-
-    download = commands.add_parser("download", help="fetch, verify and extract a VOC dataset")
-    download.add_argument(
-        "--dataset",
-        choices=("voc2012", "voc2007", "voc2007-real"),
-        default="voc2012",
-        help="voc2012: trainval; voc2007: trainval and test; voc2007-real: the test archive only, "
-        "with vocproj's 2,000-photo train/val split of it (default: voc2012)",
-    )
-    download.add_argument("--root", required=True, help="folder to hold VOCdevkit/VOC<year>")
-    download.add_argument(
-        "--mirror",
-        action="append",
-        help="mirror folder URL to try; the archive's file name is appended (repeatable)",
-    )
-    download.add_argument(
-        "--archive", action="append", help="an already downloaded VOC .tar to use (repeatable)"
-    )
-    download.set_defaults(run=cmd_download)
-
-    train = commands.add_parser("train", help="train one phase or all phases of a profile")
-    train.add_argument("--profile", default="sample", help="profile name or YAML path")
-    train.add_argument("--phase", default="all", help="1, 2, 3 or all")
-    train.add_argument("--retrain", action="store_true", help="retrain finished phases")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_wait_option(train)
-    train.set_defaults(run=cmd_train)
-
-    evaluate = commands.add_parser("evaluate", help="score val with the best checkpoint")
-    evaluate.add_argument("--profile", default="sample", help="profile name or YAML path")
-    evaluate.add_argument("--split", default=None, help="split to score (default: val)")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_wait_option(evaluate)
-    evaluate.set_defaults(run=cmd_evaluate)
-
-    tta = commands.add_parser(
-        "tta", help="score val under each test-time augmentation: mAP and time (tta.json)"
-    )
-    tta.add_argument("--profile", default="sample", help="profile name or YAML path")
-    tta.add_argument(
-        "--modes",
-        type=tta_modes,
-        help=f"comma-separated, of {', '.join(TTA_MODES)} (default: evaluate.tta_compare)",
-    )
-    add_wait_option(tta)
-    tta.set_defaults(run=cmd_tta)
-
-    metrics = commands.add_parser("metrics", help="metrics, top-50 and figures from scores.npz")
-    metrics.add_argument("scores", help="an .npz with arrays ids, scores, labels, classes")
-    metrics.add_argument("--out", required=True, help="folder for metrics.json and top50.json")
-    metrics.add_argument("--figures", default=None, help="figure folder (default OUT/figures)")
-    metrics.set_defaults(run=cmd_metrics)
-
-    data = commands.add_parser("data", help="generate (sample) or download a profile's data")
-    data.add_argument("--profile", default="sample", help="profile name or YAML path")
-    add_wait_option(data)
-    data.set_defaults(run=cmd_data)
-
-    probe = commands.add_parser(
-        "probe", help="the linear-probe yardstick: frozen features + logistic regression"
-    )
-    probe.add_argument("--profile", default="sample", help="profile name or YAML path")
-    probe.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
-    probe.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_wait_option(probe)
-    probe.set_defaults(run=cmd_probe)
-
-    init = commands.add_parser(
-        "init-profile", help="look at your own VOC-format export and write params/NAME.yaml"
-    )
     init.add_argument(
         "data_dir",
         help="the export: a devkit tree (VOC, CVAT), a flat folder "
@@ -401,15 +306,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--seed", type=int, default=0, help="the profile's seed (and the split's)")
     init.add_argument("--force", action="store_true", help="replace an existing params file")
-    init.set_defaults(run=cmd_init_profile)
 
-    report = commands.add_parser("report", help="write reports/<profile>/REPORT.md from the run")
-    report.add_argument("--profile", default="sample", help="profile name or YAML path")
-    report.set_defaults(run=cmd_report)
 
-    predict = commands.add_parser(
-        "predict", help="label image files, folders (recursively) and globs with a trained model"
+def cmd_init_profile(args: argparse.Namespace) -> None:
+    from vocproj.data.init_profile import ProfileChoices, init_profile
+
+    choices = ProfileChoices(
+        name=args.name,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        backbone=args.backbone,
+        weights=args.weights,
+        val_fraction=args.val_fraction,
+        images_without_xml=args.images_without_xml,
+        seed=args.seed,
     )
+    path, summary = init_profile(args.data_dir, choices, force=args.force)
+    print(summary)
+    print(
+        f"wrote {path}; next: make report PROFILE={args.name}, then make browse PROFILE={args.name}"
+    )
+
+
+def add_report(commands: Subcommands) -> None:
+    report = add_command(
+        commands, "report", cmd_report, "write reports/<profile>/REPORT.md from the run"
+    )
+    add_profile_option(report)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.reporting.report import write_report
+
+    print(f"wrote {write_report(load_profile(args.profile))}")
+
+
+def add_predict(commands: Subcommands) -> None:
+    predict = add_command(
+        commands, "predict", cmd_predict,
+        "label image files, folders (recursively) and globs with a trained model",
+    )  # fmt: skip
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, globs")
     model = predict.add_mutually_exclusive_group(required=True)
     model.add_argument("--profile", help="the profile whose best model and thresholds to use")
@@ -429,14 +366,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation (default: the run's evaluate.tta, or the ONNX model's)",
     )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
-    predict.set_defaults(run=cmd_predict)
 
-    export = commands.add_parser("export", help="export a run's best model (ONNX)")
-    export.add_argument("--profile", default="sample", help="profile name or YAML path")
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Exit code 1 when any file could not be predicted (the others are)."""
+    from vocproj.serving.predict import check_output_path, choose_thresholds, predict_paths
+
+    check_output_path(args.out)
+    engine, card, engine_name = prediction_model(args)
+    if args.tta is not None:
+        card = dataclasses.replace(card, tta=args.tta)
+    thresholds = choose_thresholds(card, args.threshold, args.per_class)
+    return predict_paths(
+        args.paths, engine, engine_name, card, thresholds,
+        out=args.out, batch_size=args.batch_size, progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def prediction_model(args: argparse.Namespace) -> tuple[Engine, ModelCard, str]:
+    """(engine, card, engine description) of --onnx, --checkpoint or --profile."""
+    if args.onnx is not None:
+        from vocproj.serving.onnx_runtime import load_onnx_model
+
+        return (*load_onnx_model(args.onnx), "ONNX Runtime")
+    from vocproj.serving.export import checkpoint_model, run_model, torch_engine
+
+    if args.checkpoint is not None:
+        model, card = checkpoint_model(args.checkpoint, args.metrics)
+    else:
+        from vocproj.config import load_profile
+
+        model, card = run_model(load_profile(args.profile))
+    return torch_engine(model), card, "PyTorch"
+
+
+def add_export(commands: Subcommands) -> None:
+    export = add_command(commands, "export", cmd_export, "export a run's best model (ONNX)")
+    add_profile_option(export)
     export.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only one)")
     export.add_argument("--out", help="the model file (default runs/<profile>/model.onnx)")
     add_wait_option(export)
-    export.set_defaults(run=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from vocproj.config import load_profile
+    from vocproj.serving.export import PARITY_TOLERANCE, export_run
+
+    exported = export_run(load_profile(args.profile), args.out)
+    card, size = exported.card, exported.card.image_size
+    megabytes = exported.path.stat().st_size / 1e6
+    print(
+        f"exported {card.source} to {exported.path} ({megabytes:.1f} MB): input images "
+        f"[batch, 3, {size}, {size}] float32, output probabilities [batch, {len(card.classes)}] "
+        f"(sigmoid inside); metadata: classes, thresholds, image size, normalisation. On "
+        f"{exported.images} val photos its probabilities differ from PyTorch's by at most "
+        f"{exported.largest_difference:.1e} (allowed {PARITY_TOLERANCE:g})."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vocproj", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add_subcommand in (
+        add_sample, add_download, add_train, add_evaluate, add_tta, add_metrics, add_data,
+        add_probe, add_init_profile, add_report, add_predict, add_export,
+    ):  # fmt: skip
+        add_subcommand(commands)
     return parser
 
 

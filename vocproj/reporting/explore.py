@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from vocproj.artifacts import RunFiles, RunRecord
 from vocproj.config import Profile
 from vocproj.data import layouts
-from vocproj.data.prepare import prepare_data, read_split, split_names
+from vocproj.data.prepare import prepared, read_split, split_names
 from vocproj.data.transforms import augmentations, build_transform, denormalise
 from vocproj.data.voc import (
     DIFFICULT_ONLY,
@@ -38,6 +38,7 @@ from vocproj.data.voc import (
 from vocproj.errors import DatasetError
 from vocproj.io import atomic_write_bytes, atomic_write_json
 from vocproj.reporting.plots import PathLike, finish_figure, jpeg_bytes, new_figure
+from vocproj.reporting.report import markdown_table
 from vocproj.training.runtime import derived_seed
 
 IMAGE_GRID_WIDTH_IN = 6.0  # image grids are narrower than charts
@@ -179,32 +180,26 @@ def write_dataset_summary(profile: Profile, summaries: Sequence[SplitSummary]) -
 
 def split_table(summaries: Sequence[SplitSummary]) -> str:
     """A markdown table of split sizes, objects and image sizes."""
-    lines = [
-        "| split | images | objects | difficult objects | labels per image | width (px) "
-        "| height (px) |",
-        "|---|---:|---:|---:|---:|---|---|",
-    ]
-    for split, row in dataset_summary(summaries).items():
-        lines.append(
-            f"| {split} | {row['images']} | {row['objects']} | {row['difficult_objects']} "
-            f"| {row['labels_per_image']:.2f} | {row['width'][0]}–{row['width'][1]} "
-            f"| {row['height'][0]}–{row['height'][1]} |"
-        )
-    return "\n".join(lines)
+    headers = ["split", "images", "objects", "difficult objects", "labels per image",
+               "width (px)", "height (px)"]  # fmt: skip
+    rows = [
+        [split, row["images"], row["objects"], row["difficult_objects"],
+         f"{row['labels_per_image']:.2f}", f"{row['width'][0]}–{row['width'][1]}",
+         f"{row['height'][0]}–{row['height'][1]}"]
+        for split, row in dataset_summary(summaries).items()
+    ]  # fmt: skip
+    return markdown_table(headers, rows, align="lrrrrll")
 
 
 def class_table(summaries: Sequence[SplitSummary]) -> str:
     """A markdown table of images per class and split (difficult-only images in brackets)."""
     stats = dataset_summary(summaries)
-    header = " | ".join(f"{split} images" for split in stats)
-    lines = [f"| class | {header} |", "|---|" + "---:|" * len(stats)]
-    for name in summaries[0].classes:
-        cells = " | ".join(
-            f"{row['images_per_class'][name]} ({row['difficult_only_per_class'][name]})"
-            for row in stats.values()
-        )
-        lines.append(f"| {name} | {cells} |")
-    return "\n".join(lines)
+    rows = [
+        [name, *(f"{row['images_per_class'][name]} ({row['difficult_only_per_class'][name]})"
+                 for row in stats.values())]
+        for name in summaries[0].classes
+    ]  # fmt: skip
+    return markdown_table(["class", *(f"{split} images" for split in stats)], rows)
 
 
 # ---------------------------------------------------------------- figures
@@ -289,7 +284,7 @@ def plot_augmentation_preview(
     """
     settings = profile.settings
     preset = settings.train.phases[phase - 1].preset
-    record = prepare_data(profile, progress=False)
+    record = prepared(profile, progress=False)
     normalisation = record.normalisation
     transform = build_transform(preset, settings.train.image_size, settings.augment, normalisation)
     draws = draws if augmentations(preset, settings.augment) else 1
@@ -319,19 +314,16 @@ def _show(ax: Any, pixels: np.ndarray, title: str) -> None:
 
 def history_table(history: Sequence[Mapping[str, Any]], phase: int | None = None) -> str:
     """A markdown table of the epochs in a training history (one phase, or all)."""
-    lines = [
-        "| phase | epoch | preset | train loss | val loss | val mAP | seconds | images/s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in history:
-        if phase is None or int(row["phase"]) == phase:
-            lines.append(
-                f"| {row['phase']} | {row['epoch']} | {row['preset']} "
-                f"| {float(row['train_loss']):.4f} | {float(row['val_loss']):.4f} "
-                f"| {float(row['val_map']):.4f} | {float(row['seconds']):.1f} "
-                f"| {float(row['train_images_per_second']):.1f} |"
-            )
-    return "\n".join(lines)
+    headers = ["phase", "epoch", "preset", "train loss", "val loss", "val mAP", "seconds",
+               "images/s"]  # fmt: skip
+    rows = [
+        [row["phase"], row["epoch"], row["preset"], f"{float(row['train_loss']):.4f}",
+         f"{float(row['val_loss']):.4f}", f"{float(row['val_map']):.4f}",
+         f"{float(row['seconds']):.1f}", f"{float(row['train_images_per_second']):.1f}"]
+        for row in history
+        if phase is None or int(row["phase"]) == phase
+    ]  # fmt: skip
+    return markdown_table(headers, rows, align="rrlrrrrr")
 
 
 # ---------------------------------------------------------------- the model's mistakes

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
+from tabulate import tabulate
 from torchvision.transforms import v2
 
 from vocproj.artifacts import (
@@ -54,6 +55,7 @@ from vocproj.model.network import load_checkpoint
 from vocproj.training.runtime import cpu_runs_bf16_natively, detect_cpu_flags, runtime_for
 
 NOT_AVAILABLE = "n/a"
+COLUMN_ALIGNMENT = {"l": "left", "r": "right"}  # markdown_table's letters, in tabulate's words
 STUDY_SETTINGS = {"source": "voc2012", "weights": "imagenet", "image_size": 224, "epochs": 15}
 DATA_DESCRIPTIONS = {
     "voc2012": "PASCAL VOC 2012 trainval, as in the study",
@@ -91,11 +93,18 @@ def format_seconds(seconds: float) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
-    """A markdown table; `align` holds one letter per column, l or r (default: l, then r)."""
+    """A markdown table; `align` holds one letter per column, l or r (default: l, then r).
+
+    Every cell is shown as `str` gives it: numbers keep the digits they were formatted with.
+    """
     align = align or "l" + "r" * (len(headers) - 1)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = [headers, rule, *([str(cell) for cell in row] for row in rows)]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+    return tabulate(
+        [[str(cell) for cell in row] for row in rows],
+        headers=list(headers),
+        tablefmt="pipe",
+        colalign=[COLUMN_ALIGNMENT[letter] for letter in align],
+        disable_numparse=True,
+    )
 
 
 # ---------------------------------------------------------------- tables shared with notebook 04

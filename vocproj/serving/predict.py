@@ -1,7 +1,7 @@
 """Labelling image files with a trained model: which files, in batches, at which thresholds.
 
-`python -m vocproj predict PATH...` runs through here with either engine: the PyTorch network of
-a run (vocproj/serving/export.py) or an exported ONNX model under ONNX Runtime
+`python -m vocproj predict PATH...` runs `predict_paths` with either engine: the PyTorch network
+of a run (vocproj/serving/export.py) or an exported ONNX model under ONNX Runtime
 (vocproj/serving/onnx_runtime.py). All this module needs of a model is an `Engine`, a function
 from an N×3×S×S float32 batch to N×C probabilities, and its `ModelCard`: the class list, the
 input size and normalisation, and the thresholds the run chose. Nothing here imports torch.
@@ -22,6 +22,8 @@ import glob
 import io
 import json
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -367,3 +369,96 @@ def _csv_text(results: Sequence[Prediction | Failure], classes: Sequence[str]) -
             labels = ";".join(name for name, _ in r.labels)
             writer.writerow([r.file, labels, "", *(f"{p:.8g}" for p in r.probabilities)])
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def predict_paths(
+    arguments: Sequence[str],
+    engine: Engine,
+    engine_name: str,
+    card: ModelCard,
+    thresholds: Thresholds,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> int:
+    """Predict the images the arguments name, print the table, write `out`; the exit code.
+
+    The exit code is 1 when any file could not be predicted or an argument named nothing (the
+    other files are predicted), else 0. `engine_name` names the engine in the summary line.
+    """
+    inputs = images_to_predict(arguments)
+    started = time.perf_counter()
+    results = predict_keeping_what_finished(
+        inputs.files, engine, card, thresholds, out, batch_size, progress
+    )
+    seconds = time.perf_counter() - started
+    print_predictions(results, card, inputs, thresholds.rule, f"{engine_name}, {seconds:.1f} s")
+    if out is not None:
+        write_predictions(out, results, card, thresholds)
+        print(f"wrote {out}")
+    return prediction_exit_code(results, inputs)
+
+
+def images_to_predict(arguments: Sequence[str]) -> Inputs:
+    """`find_images`, or a PredictError when the arguments name no image file at all."""
+    inputs = find_images(arguments)
+    if not inputs.files:
+        raise PredictError(
+            f"nothing to predict: no image file in {', '.join(arguments)} "
+            f"(folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))})."
+        )
+    return inputs
+
+
+def predict_keeping_what_finished(
+    files: Sequence[Path],
+    engine: Engine,
+    card: ModelCard,
+    thresholds: Thresholds,
+    out: str | os.PathLike[str] | None,
+    batch_size: int,
+    progress: bool,
+) -> list[Prediction | Failure]:
+    """Every file's result; on Ctrl-C the files done so far are written to `out` first."""
+    results: list[Prediction | Failure] = []
+    try:
+        for result in predict_files(files, engine, card, thresholds, batch_size, progress):
+            results.append(result)
+    except KeyboardInterrupt:
+        if out is not None and results:
+            write_predictions(out, results, card, thresholds)
+            print(f"the {len(results)} files done so far are in {out}", file=sys.stderr)
+        raise
+    return results
+
+
+def print_predictions(
+    results: Sequence[Prediction | Failure], card: ModelCard, inputs: Inputs, rule: str, how: str
+) -> None:
+    """The table of files and labels, what was skipped, and a summary line."""
+    width = min(60, max(len(r.file) for r in results))
+    for result in results:
+        print(table_line(result, card.classes, width))
+    for argument in inputs.unmatched:
+        print(f"{argument:<{width}}  FAILED: no such file or folder, and no file matches it")
+    if inputs.left_out:
+        names = ", ".join(str(path) for path in inputs.left_out[:5])
+        more = f" and {len(inputs.left_out) - 5} more" if len(inputs.left_out) > 5 else ""
+        print(f"left out {len(inputs.left_out)} file(s) that are not images by name: {names}{more}")
+    failed = sum(isinstance(r, Failure) for r in results)
+    predicted = len(results) - failed
+    print(
+        f"predicted {predicted} of {len(results)} image file(s) ({how}, {card.source}"
+        f"{'' if card.tta == 'none' else ', test-time augmentation ' + card.tta}); "
+        f"{failed + len(inputs.unmatched)} failed; labels at threshold {rule}"
+    )
+
+
+def prediction_exit_code(results: Sequence[Prediction | Failure], inputs: Inputs) -> int:
+    """1 when a file failed or an argument matched nothing, else 0."""
+    failed = any(isinstance(result, Failure) for result in results)
+    return 1 if failed or inputs.unmatched else 0
