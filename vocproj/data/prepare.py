@@ -271,15 +271,18 @@ def over_classes(split: LabelledSplit, classes: Sequence[str], path: Path) -> La
 
 
 def read_split(profile: Profile, split: str, classes: Sequence[str] | None = None) -> LabelledSplit:
-    """The split as the data stage wrote it, over `classes` (the run's by default).
+    """The split as the data stage last wrote it, over `classes` (the run's by default).
 
+    The stage runs first only where it has not written the list (a run older than split lists).
     A split other than the profile's train and val (`evaluate --split test`, say) is read from
     the dataset's layout when asked.
     """
-    record = prepared(profile, progress=False)
     if split not in split_names(profile):
+        record = prepared(profile, progress=False)
         return resolve_split(profile, split, record.classes if classes is None else classes)
     path = RunFiles.of(profile).split_list(split)
+    if not path.is_file():
+        prepared(profile, progress=False)
     labelled = read_split_list(path, split, profile.profile)
     return labelled if classes is None else over_classes(labelled, classes, path)
 
