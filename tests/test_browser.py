@@ -1,13 +1,12 @@
 """The browser app driven through its widgets: predictions, top 50, mistakes, heatmaps, bad input.
 
-The fixture trains a real tiny model (1 epoch per phase at 32 px on the small sample) and
-evaluates it, so the app reads a real checkpoint, metrics.json, top50.json, mistakes.json and
-scores file.
+The app reads the session's tiny run (conftest's `tiny_yaml`: a real tiny model trained 1 epoch
+per phase at 32 px on the small sample, and evaluated), so a real checkpoint, metrics.json,
+top50.json, mistakes.json and scores file.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import re
@@ -22,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from vocproj.artifacts import RunFiles
-from vocproj.config import PARAMS_DIR, PROJECT_DIR, Profile, load_profile
+from vocproj.config import PROJECT_DIR, Profile, load_profile
+from vocproj.data.prepare import prepare_data
 from vocproj.data.voc import CLASSES, read_labels
-from vocproj.evaluation.scoring import evaluate
 from vocproj.images import IMAGENET
 from vocproj.metrics.multilabel import load_scores
 from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold, threshold_vector
@@ -43,47 +41,12 @@ from vocproj.reporting.browser import (
     predict_probabilities,
     top50_options,
 )
-from vocproj.training.phases import train_phases
+
+from conftest import copy_of_run
 
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 
 NOTEBOOK = PROJECT_DIR / "notebooks" / "05_browser.ipynb"
-
-
-# ---------------------------------------------------------------- a real tiny trained project
-
-
-@functools.cache
-def trained_tiny_project(project: Path, voc_root: Path) -> Path:
-    """Train and evaluate a tiny profile once per session; return its params YAML.
-
-    Every path in the profile is absolute, so papermill can pass its settings to a notebook.
-    """
-    raw = yaml.safe_load((PARAMS_DIR / "sample.yaml").read_text())
-    raw["profile"] = "tiny"
-    settings = raw["settings"]
-    settings["data"].update(
-        root=str(voc_root.parents[1]), sample_train_images=64, sample_val_images=40
-    )
-    settings["train"].update(  # fp32: the evaluation's scores are the browser's, to 1e-4
-        image_size=32, batch_size=16, eval_batch_size=40, precision="fp32", progress=False
-    )
-    settings["train"]["phases"] = [
-        {"preset": preset, "epochs": 1} for preset in ("resize_crop", "rotate", "jitter_flip")
-    ]
-    settings.update(runs_dir=str(project / "runs"), reports_dir=str(project / "reports"))
-    path = project / "params" / "tiny.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(raw))
-    profile = load_profile(path)
-    train_phases(profile, progress=False)
-    evaluate(profile, progress=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> Path:
-    return trained_tiny_project(tmp_path_factory.getbasetemp() / "browser-project", small_sample)
 
 
 @pytest.fixture
@@ -454,13 +417,17 @@ def test_top50_heatmap_toggle_changes_the_image(app: BrowserApp):
     assert app.top50_caption.value == ""
 
 
-def test_a_missing_top50_image_is_one_line_and_others_still_show(tmp_path: Path, tiny: Profile):
+def test_a_missing_top50_image_is_one_line_and_others_still_show(tmp_path: Path, tiny_yaml: Path):
+    """An image gone from the data after the data stage listed it."""
+    params = copy_of_run(tiny_yaml, tmp_path / "copy")
+    tiny = load_profile(params)
     voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
     shutil.copytree(tiny.voc_root, voc)
     settings = tiny.settings.model_copy(
         update={"data": tiny.settings.data.model_copy(update={"root": str(tmp_path / "data")})}
     )
     profile = tiny.model_copy(update={"settings": settings})
+    prepare_data(profile, progress=False)
     top50 = json.loads((profile.report_dir / "top50.json").read_text())
     missing = top50["horse"][1]["id"]
     (voc / "JPEGImages" / f"{missing}.jpg").unlink()

@@ -1,7 +1,11 @@
-"""The browser in a real browser: Voilà serves notebook 05 for a tiny trained profile (prepared
-with papermill the way `make browse` does), and Debian's Chromium, driven by Playwright, picks a
-class and an image, uploads files, moves the threshold and toggles the heatmaps.
+"""The browser in a real browser: Voilà serves notebook 05 for the session's tiny trained run
+(prepared with papermill the way `make browse` does), and Debian's Chromium, driven by
+Playwright, picks a class and an image, uploads files, moves the threshold and toggles the
+heatmaps.
 
+The page is loaded once for the module (each load starts a kernel that imports torch and loads
+the model): each test works in a tab of its own, and nothing one test does in its tab changes
+what another's shows.
 Screenshots of each tab go to the test's tmp folder and to /tmp/browser_shots/.
 """
 
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-from test_browser import NOTEBOOK, trained_tiny_project
+from test_browser import NOTEBOOK
 
 from vocproj.config import Profile, load_profile
 from vocproj.data.voc import CLASSES, read_labels
@@ -39,11 +43,6 @@ LOAD_TIMEOUT_MS = 180_000  # a fresh kernel imports torch and loads the model: s
 ACTION_TIMEOUT_MS = 60_000
 
 pytestmark = [pytest.mark.slow, needs_chromium]
-
-
-@pytest.fixture(scope="module")
-def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> Path:
-    return trained_tiny_project(tmp_path_factory.getbasetemp() / "browser-project", small_sample)
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +127,21 @@ def opened_page(browser: Browser, url: str, width: int, height: int) -> Iterator
         context.close()
 
 
-@pytest.fixture
-def page(browser: Browser, voila_url: str) -> Iterator[Page]:
-    """The app, loaded and showing its example prediction."""
+@pytest.fixture(scope="module")
+def loaded_page(browser: Browser, voila_url: str) -> Iterator[Page]:
+    """The app, loaded once for the module and showing its example prediction."""
     with opened_page(browser, voila_url, 1100, 1000) as page:
         page.wait_for_selector(".vocproj-predict-result span, .vocproj-predict-result p",
                                timeout=LOAD_TIMEOUT_MS)  # fmt: skip
         wait_for_image(page.locator(".vocproj-chart"))
         yield page
-        assert "Traceback" not in page.content()
+
+
+@pytest.fixture
+def page(loaded_page: Page) -> Iterator[Page]:
+    """The module's page for one test, which must leave no traceback on it."""
+    yield loaded_page
+    assert "Traceback" not in loaded_page.content()
 
 
 def wait_for_image(image: Locator, other_than: str | None = None) -> str:
@@ -146,6 +151,11 @@ def wait_for_image(image: Locator, other_than: str | None = None) -> str:
         arg=[image.element_handle(), other_than],
     )
     return image.get_attribute("src") or ""
+
+
+def tab_on_show(page: Page) -> Locator:
+    """The contents of the tab on show (the hidden tabs keep showing what they last showed)."""
+    return page.locator(".widget-tab-contents > *").filter(visible=True)
 
 
 def screenshot(page: Page, folder: Path, name: str) -> None:
@@ -181,7 +191,7 @@ def test_top50_tab_shows_the_chosen_image_confidence_and_heatmap(
     expect(result).to_contain_text(f"{mark}: bird")
     source = wait_for_image(image, other_than=source)
     page.locator(".vocproj-top50-heatmap").click()
-    expect(page.locator(".widget-tab")).to_contain_text("heatmap of bird")
+    expect(tab_on_show(page)).to_contain_text("heatmap of bird")
     wait_for_image(image, other_than=source)
     screenshot(page, tmp_path, "view_top50_result.png")
 
@@ -206,7 +216,7 @@ def test_mistakes_tab_shows_false_positives_and_missed_images_with_their_labels(
     expect(result).to_contain_text("✗ missed: dog is in this image")
     source = wait_for_image(image, other_than=source)
     page.locator(".vocproj-mistakes-heatmap").click()
-    expect(page.locator(".widget-tab")).to_contain_text("heatmap of dog")
+    expect(tab_on_show(page)).to_contain_text("heatmap of dog")
     wait_for_image(image, other_than=source)
     screenshot(page, tmp_path, "mistakes.png")
 
@@ -223,18 +233,19 @@ def test_predict_tab_upload_threshold_heatmap_and_bad_file(
     )
     chosen = threshold["best_threshold_f1"]["threshold"]
     expected = labels_at_threshold(CLASSES, probabilities, chosen)
+    page.get_by_role("tab", name="Predict Image").click()
     image, result = page.locator(".vocproj-predict-image"), page.locator(".vocproj-predict-result")
     source = wait_for_image(image)
 
     choose_file(page, photo)
-    expect(page.locator(".widget-tab")).to_contain_text("my_photo.jpg")
+    expect(tab_on_show(page)).to_contain_text("my_photo.jpg")
     expect(result.locator("span")).to_have_count(len(expected))  # the chips render after the tab
     shown = [" ".join(chip.split()) for chip in result.locator("span").all_inner_texts()]
     assert shown == [f"{name} {p:.3f}" for name, p in expected]
     source = wait_for_image(image, other_than=source)
 
     page.locator(".vocproj-predict-heatmap").click()
-    expect(page.locator(".widget-tab")).to_contain_text("heatmap of")
+    expect(tab_on_show(page)).to_contain_text("heatmap of")
     source = wait_for_image(image, other_than=source)
     screenshot(page, tmp_path, "predict_image.png")
 

@@ -1,7 +1,8 @@
 """Deployment: `predict` over files, folders and globs, `export` to ONNX, and ONNX without torch.
 
-A tiny real run (1 epoch per phase at 32 px on the small sample, fp32) is trained and evaluated
-once; its model is exported with the real command. Parity on real photos uses the real-photo
+The session's tiny real run (1 epoch per phase at 32 px on the small sample, fp32: conftest's
+`tiny_yaml`) is copied once for this module, since export writes its model into the run folder;
+the copy's model is exported with the real command. Parity on real photos uses the real-photo
 backbone, EfficientNet-Lite0 with its ImageNet weights, at 224 px, and ResNet18.
 """
 
@@ -22,7 +23,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from test_browser import converted_inputs, encoded, trained_tiny_project
+from test_browser import converted_inputs, encoded
 from test_faults import kill_when
 
 from vocproj.__main__ import main
@@ -50,6 +51,8 @@ from vocproj.serving.predict import (
     predict_files,
 )
 
+from conftest import copy_of_run
+
 # Imports vocproj's __main__ with every dependency of vocproj's but numpy, Pillow and onnxruntime
 # made unimportable, then runs the command line given after the list.
 WITHOUT_DEPENDENCIES = """
@@ -73,8 +76,9 @@ def vocproj(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, small_sample: Path) -> str:
-    return str(trained_tiny_project(tmp_path_factory.mktemp("deploy"), small_sample))
+def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, tiny_yaml: Path) -> str:
+    """This module's copy of the session's tiny run: export writes model.onnx into it."""
+    return str(copy_of_run(tiny_yaml, tmp_path_factory.mktemp("deploy") / "project"))
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """JupyterLab: `make lab` starts as root too and listens on 127.0.0.1 only; and notebook 05 run
 inside JupyterLab itself, in Debian's Chromium, classifies an uploaded real VOC2007 photo.
 
-The second test serves a papermill-prepared copy of notebook 05 for the tiny trained profile (as
-`make browse` prepares it), runs all cells from JupyterLab's Run menu and uploads a photo in the
-"Predict Image" tab; its screenshot goes to /tmp/browser_shots/lab_predict.png.
+JupyterLab is started once for the module, by `make lab` (this checkout's Makefile, run in a
+folder whose notebooks/ holds a papermill-prepared copy of notebook 05 for the session's tiny
+trained run, as `make browse` prepares it). The second test runs all cells from JupyterLab's Run
+menu, uploads a photo in the "Predict Image" tab, then stops `make lab` and finds the notebook's
+kernel shut down; its screenshot goes to /tmp/browser_shots/lab_predict.png.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import ipaddress
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,6 @@ from test_browser_ui import (
     wait_until_serving,
 )
 from test_browser_ui import browser as browser  # fixture: one headless Chromium per module
-from test_browser_ui import tiny_yaml as tiny_yaml  # fixture: the tiny trained profile's YAML
 
 from vocproj.config import PROJECT_DIR, Profile, load_profile
 from vocproj.data.voc import CLASSES
@@ -42,7 +43,7 @@ from vocproj.images import decode_image
 from vocproj.metrics.thresholds import NOT_IDENTIFIED, labels_at_threshold
 from vocproj.reporting.browser import load_classifier, predict_probabilities
 
-from conftest import needs_chromium
+from conftest import needs_chromium, without_make_environment
 
 START_S = 120  # JupyterLab imports its server extensions: a while on a busy 2-core machine
 STOP_S = 60  # SIGTERM to answer: the server shuts its kernels down, then exits
@@ -116,24 +117,7 @@ def proc_net_address(hex_address: str) -> str:
     return str(ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))))
 
 
-# ---------------------------------------------------------------- make lab
-
-
-def test_make_lab_starts_as_root_and_listens_on_localhost_only(tmp_path: Path):
-    port, log = free_port(), tmp_path / "make_lab.log"
-    # The venv running these tests, already installed (`make test` installs it): no pip here.
-    venv = Path(sys.prefix)
-    make_lab = ["make", "-o", f"{venv}/.installed", "lab", f"VENV={venv}", f"LAB_PORT={port}"]
-    with serving(make_lab, f"http://127.0.0.1:{port}/", log, "make lab", cwd=PROJECT_DIR):
-        assert listening_addresses(port) == {"127.0.0.1"}
-        assert f"http://127.0.0.1:{port}/lab?token=" in log.read_text()
-    jupyter_command = log.read_text().split("\n[")[0]  # make echoes the command first
-    assert ("--allow-root" in jupyter_command) == AS_ROOT
-    assert "--no-browser" in jupyter_command
-    assert "received signal 15, stopping" in log.read_text()
-
-
-# ---------------------------------------------------------------- notebook 05 inside JupyterLab
+# ---------------------------------------------------------------- make lab, started once
 
 
 def own_lab_settings(folder: Path) -> dict[str, str]:
@@ -149,34 +133,68 @@ def own_lab_settings(folder: Path) -> dict[str, str]:
     notebooks.mkdir(parents=True)  # every cell in the DOM, not only those scrolled into view
     (notebooks / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     return {
-        **os.environ,
+        **without_make_environment(),
         "JUPYTERLAB_SETTINGS_DIR": str(settings),
         "JUPYTERLAB_WORKSPACES_DIR": str(folder / "lab-workspaces"),
     }
 
 
-@pytest.fixture
-def lab_notebook_url(tmp_path: Path, tiny_yaml: Path) -> Iterator[str]:
-    """JupyterLab serving a prepared copy of notebook 05 for the tiny profile: its /lab URL.
-    Once stopped, it must have shut the notebook's kernel down."""
-    notebook = prepare_notebook(tiny_yaml, tmp_path)
-    port, token = free_port(), secrets.token_hex(16)
-    command = [
-        sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={tmp_path}",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", "--no-browser", *(["--allow-root"] if AS_ROOT else []),
-    ]  # fmt: skip
-    url, log = f"http://127.0.0.1:{port}/", tmp_path / "lab.log"
-    env = own_lab_settings(tmp_path)
-    with serving(command, url, log, "JupyterLab", cwd=tmp_path, env=env):
-        yield f"{url}lab/tree/{notebook.name}?token={token}"
-    assert "Kernel shutdown" in log.read_text(), log.read_text()
+@dataclass(frozen=True)
+class Lab:
+    """`make lab` serving a prepared notebook 05: where, with which token, logging to `log`;
+    `stop()` stops it (SIGTERM to its process group) and fails if it had to be killed."""
+
+    port: int
+    url: str
+    token: str
+    log: Path
+    notebook: str
+    stop: Callable[[], None]
+
+
+def printed_token(log: Path, url: str, seconds: float = START_S) -> str:
+    """The token of the `URL/lab?token=...` line JupyterLab prints once it serves."""
+    deadline = time.monotonic() + seconds
+    while (found := re.search(rf"{re.escape(url)}lab\?token=(\w+)", log.read_text())) is None:
+        assert time.monotonic() < deadline, f"no {url}lab?token= line:\n{log.read_text()}"
+        time.sleep(0.5)
+    return found[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, tiny_yaml: Path) -> Iterator[Lab]:
+    """`make lab`, as a user runs it, in a folder whose notebooks/ holds notebook 05 prepared for
+    the tiny run: started once for the module. Make runs this checkout's Makefile (`-f`) with
+    the venv running these tests, already installed (`make test` installs it): no pip here."""
+    folder = tmp_path_factory.mktemp("lab")
+    (folder / "notebooks").mkdir()
+    notebook = prepare_notebook(tiny_yaml, folder / "notebooks")
+    port, log, venv = free_port(), folder / "make_lab.log", Path(sys.prefix)
+    make_lab = ["make", "-f", str(PROJECT_DIR / "Makefile"), "-o", f"{venv}/.installed", "lab",
+                f"VENV={venv}", f"LAB_PORT={port}"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    with ExitStack() as running:
+        env = own_lab_settings(folder)
+        running.enter_context(serving(make_lab, url, log, "make lab", cwd=folder, env=env))
+        yield Lab(port, url, printed_token(log, url), log, notebook.name, running.close)
+
+
+def test_make_lab_starts_as_root_and_listens_on_localhost_only(lab: Lab):
+    assert listening_addresses(lab.port) == {"127.0.0.1"}
+    assert f"{lab.url}lab?token={lab.token}" in lab.log.read_text()
+    jupyter_command = lab.log.read_text().split("\n[")[0]  # make echoes the command first
+    assert ("--allow-root" in jupyter_command) == AS_ROOT
+    assert "--no-browser" in jupyter_command
+
+
+# ---------------------------------------------------------------- notebook 05 inside JupyterLab
 
 
 @pytest.fixture
-def lab_page(browser: Browser, lab_notebook_url: str) -> Iterator[Page]:
-    """Notebook 05 open in JupyterLab, its kernel started and idle."""
-    with opened_page(browser, lab_notebook_url, 1400, 1200) as page:
+def lab_page(browser: Browser, lab: Lab) -> Iterator[Page]:
+    """Notebook 05 open in the module's JupyterLab, its kernel started and idle."""
+    url = f"{lab.url}lab/tree/{lab.notebook}?token={lab.token}"
+    with opened_page(browser, url, 1400, 1200) as page:
         wait_for_idle_kernel(page)
         yield page
 
@@ -244,7 +262,7 @@ def shown_result(result: Locator) -> list[str]:
 @pytest.mark.slow
 @needs_chromium
 def test_notebook_05_in_jupyterlab_classifies_an_uploaded_real_photo(
-    lab_page: Page, tiny_yaml: Path, real_voc: Path
+    lab: Lab, lab_page: Page, tiny_yaml: Path, real_voc: Path
 ):
     page, photo = lab_page, real_voc / "JPEGImages" / "000002.jpg"  # a train at a station
     open_restart_dialog(page)
@@ -267,3 +285,7 @@ def test_notebook_05_in_jupyterlab_classifies_an_uploaded_real_photo(
     SHOTS.mkdir(parents=True, exist_ok=True)
     app.scroll_into_view_if_needed()
     page.screenshot(path=SHOTS / "lab_predict.png")
+
+    lab.stop()  # SIGTERM to the process group of `make lab`: make and JupyterLab
+    assert "received signal 15, stopping" in lab.log.read_text()
+    assert "Kernel shutdown" in lab.log.read_text(), lab.log.read_text()

@@ -151,4 +151,11 @@ def test_data_generation_has_one_writer_and_a_waiting_run_finds_it_complete(tmp_
     waited, _ = waiting.communicate(timeout=300)
     assert waiting.returncode == 0 and f"waiting for process {holder}" in waited, waited
     assert "data ready at" in waited and "train 3000 images" in waited
-    assert sorted(p.name for p in data_root.iterdir()) == [".lock", "VOCdevkit"]  # no partial
+    assert sorted(p.name for p in data_root.iterdir()) == [".lock", "VOCdevkit", "cache"]
+    assert sorted(p.name for p in (data_root / "cache").iterdir()) == [
+        ".lock",
+        "train-32px.json",
+        "train-32px.npy",
+        "val-32px.json",
+        "val-32px.npy",
+    ]  # nothing partial: no temporary file left by two builders

@@ -1,19 +1,24 @@
-"""Your own dataset, end to end: an annotation tool's export → `init-profile` → `make report`
-→ the browser, with the export's own classes everywhere.
+"""Your own dataset: an annotation tool's export → `init-profile` → the study → the browser, with
+the export's own classes everywhere.
 
-Each generated export (CVAT's PASCAL VOC 1.1, a labelImg folder, Roboflow's Pascal VOC) has five
-made-up classes drawn as coloured shapes; a fourth export is real VOC photos of ../shared
-relabelled to three classes, trained from ImageNet weights and shown by `make browse` in
-Chromium. Everything runs in a temporary copy of the checkout (tests/test_report.py).
+One export goes the whole way a user takes it, on the command line: real VOC photos of ../shared
+relabelled to three classes (a labelImg folder), `python -m vocproj init-profile`, `make report`
+in a temporary copy of the checkout (conftest's `copy_checkout`), trained from ImageNet weights,
+then `make browse` in Chromium.
+
+The three generated exports (CVAT's PASCAL VOC 1.1, a labelImg folder, Roboflow's Pascal VOC),
+each of five made-up classes drawn as coloured shapes, take the same stages in this process:
+`init_profile`, then what the notebooks of `make report` call (`prepare_data`, the split
+summary, `train_phases`, `evaluate`), `write_report` as `vocproj report` does, and the browser.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,12 +32,19 @@ from test_browser_ui import (
 )
 from test_browser_ui import browser as browser  # fixture: one headless Chromium per module
 from test_lab import serving
-from test_report import MAKE_ENVIRONMENT, copy_checkout
 
-from vocproj.config import load_profile
+from vocproj.__main__ import main
+from vocproj.config import Profile, load_profile
+from vocproj.data.init_profile import ProfileChoices, init_profile
+from vocproj.data.prepare import prepare_data
+from vocproj.errors import ConfigError
+from vocproj.evaluation.scoring import evaluate
 from vocproj.reporting.browser import build_browser
+from vocproj.reporting.explore import summarise_splits, write_dataset_summary
+from vocproj.reporting.report import write_report
+from vocproj.training.phases import train_phases
 
-from conftest import needs_chromium
+from conftest import copy_checkout, make, needs_chromium, without_make_environment
 from exports import (
     RELABEL,
     Faults,
@@ -44,42 +56,12 @@ from exports import (
 )
 
 pytestmark = pytest.mark.slow
-FAST = ["--epochs", "1", "--image-size", "64", "--backbone", "resnet18", "--weights", "none"]
 WRITERS = {
     "cvat": (write_cvat_export, "devkit"),
     "labelimg": (write_labelimg_export, "flat"),
     "roboflow": (write_roboflow_export, "roboflow"),
 }
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("own-checkout")
-    copy_checkout(root)
-    return root
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in MAKE_ENVIRONMENT}
-
-
-def run(project: Path, *command: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        command, cwd=project, env={**environment(), "PYTHONPATH": str(project)},
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result
-
-
-def init_profile(project: Path, export: Path, name: str, *options: str) -> str:
-    command = [sys.executable, "-m", "vocproj", "init-profile", str(export), "--name", name]
-    return run(project, *command, *options).stdout
-
-
-def make_report(project: Path, name: str) -> str:
-    make = ["make", "--no-print-directory", "-o", ".venv/.installed", "report", f"PROFILE={name}"]
-    return run(project, *make, timeout=900).stdout
+FAULTS = Faults(images_without_xml=2, difficult=3)
 
 
 def counts_in(truth: Truth, ids: list[str], classes: tuple[str, ...]) -> dict[str, int]:
@@ -93,47 +75,27 @@ def counts_in(truth: Truth, ids: list[str], classes: tuple[str, ...]) -> dict[st
 
 def report_counts(report: str, split: str) -> dict[str, int]:
     """The class-count table of REPORT.md section 1: {class: images in `split`}."""
-    table = report.split("| class |")[1].split("\n\n")[0]
-    header = [cell.strip() for cell in ("| class |" + table).splitlines()[0].strip("|").split("|")]
-    column = header.index(f"{split} images (difficult only)")
-    counts = {}
-    for line in table.splitlines()[2:]:
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        counts[cells[0]] = int(cells[column].split()[0])
-    return counts
+    for block in report.split("\n\n"):
+        rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                for line in block.strip().splitlines() if line.startswith("|")]  # fmt: skip
+        if rows and rows[0][0] == "class":
+            column = rows[0].index(f"{split} images (difficult only)")
+            return {cells[0]: int(cells[column].split()[0]) for cells in rows[2:]}
+    raise AssertionError("REPORT.md has no table of images per class")
 
 
-@pytest.fixture(scope="module", params=sorted(WRITERS))
-def studied(request, project: Path, tmp_path_factory: pytest.TempPathFactory):
-    """An export of one layout, its profile written by init-profile, `make report` run on it."""
-    tool = request.param
-    write, layout = WRITERS[tool]
-    export = tmp_path_factory.mktemp(f"export-{tool}")
-    faults = Faults(images_without_xml=2, difficult=3)
-    truth = write(export, 60, faults=faults)
-    name = f"own-{tool}"
-    printed = init_profile(project, export, name, *FAST)
-    return tool, layout, truth, name, printed, make_report(project, name)
+def split_ids(profile: Profile, split: str, truth: Truth) -> list[str]:
+    """A split's ids: the export's own list, or the one vocproj drew and wrote."""
+    drawn = profile.splits_dir / f"{split}.txt"
+    if drawn.is_file():
+        return drawn.read_text().split()
+    return sorted(truth.splits[split])
 
 
-def test_init_profile_prints_what_it_found(studied):
-    _, layout, truth, name, printed, _ = studied
-    assert f"layout: {layout}" in printed
-    assert f"classes ({len(truth.classes)}): " in printed
-    assert "images without XML, left out (2):" in printed
-    assert "difficult objects: 3" in printed
-    for image in truth.images_without_xml:
-        assert image.name in printed
-    assert f"make report PROFILE={name}" in printed
-
-
-def test_the_run_uses_the_exports_classes_everywhere(project: Path, studied):
-    tool, layout, truth, name, _, made = studied
-    assert f"make report PROFILE={name}: done in" in made
-    profile = load_profile(project / "params" / f"{name}.yaml")
+def assert_the_run_uses_its_classes(profile: Profile, truth: Truth, layout: str) -> None:
+    """The profile's classes are those of the run's record, metrics.json, top50.json and every
+    place of REPORT.md that names or counts them."""
     classes = tuple(profile.settings.data.classes)
-    expected = truth.classes if tool == "cvat" else tuple(sorted(truth.classes))
-    assert classes == expected  # CVAT: labelmap.txt's order; otherwise sorted names
     record = json.loads((profile.run_dir / "run.json").read_text())
     assert tuple(record["classes"]) == classes and record["layout"] == layout
     metrics = json.loads((profile.report_dir / "metrics.json").read_text())
@@ -143,29 +105,76 @@ def test_the_run_uses_the_exports_classes_everywhere(project: Path, studied):
     report = (profile.report_dir / "REPORT.md").read_text()
     assert f"Multi-label classification of {len(classes)} classes" in report
     assert f"**Classes:** {len(classes)}, the run's own classes" in report
-    assert f"(lists in `{profile.splits_dir}`): {', '.join(classes)}." in report or (
-        tool == "roboflow" and f"the run's own classes: {', '.join(classes)}." in report
-    )
+    if profile.splits_dir.is_dir():  # vocproj drew the split and says where its lists are
+        assert f"(lists in `{profile.splits_dir}`): {', '.join(classes)}." in report
+    else:
+        assert f"the run's own classes: {', '.join(classes)}." in report
     assert f"means over the {len(classes)} classes" in report
     assert f"by a {len(classes)}-way layer" in report
     for split in (profile.settings.data.train_split, profile.settings.data.val_split):
-        ids = _split_ids(profile, split, truth)
+        ids = split_ids(profile, split, truth)
         assert report_counts(report, split) == counts_in(truth, ids, classes)
 
 
-def _split_ids(profile, split: str, truth: Truth) -> list[str]:
-    """A split's ids: the export's own list, or the one vocproj drew and wrote."""
-    drawn = profile.splits_dir / f"{split}.txt"
-    if drawn.is_file():
-        return drawn.read_text().split()
-    return sorted(truth.splits[split])
+# ---------------------------------------------------------------- each layout, in this process
 
 
-def test_the_browser_offers_the_exports_classes(project: Path, studied):
-    _, _, _, name, _, _ = studied
-    profile = load_profile(project / "params" / f"{name}.yaml")
-    classes = list(profile.settings.data.classes)
-    app = build_browser(profile)
+@dataclass(frozen=True)
+class Study:
+    tool: str
+    layout: str
+    truth: Truth
+    params: Path  # the profile init_profile wrote
+    profile: Profile
+    found: str  # what init_profile found, as `init-profile` prints it
+
+
+def run_study(profile: Profile) -> None:
+    """The stages `make report` runs, called as its notebooks and `vocproj report` call them:
+    00's data and split summary, 01-03's training, 04's evaluation, then REPORT.md."""
+    record = prepare_data(profile, progress=False)
+    write_dataset_summary(profile, summarise_splits(profile, record))
+    train_phases(profile, progress=False)
+    evaluate(profile, progress=False)
+    write_report(profile)
+
+
+@pytest.fixture(scope="module", params=sorted(WRITERS))
+def studied(request, tmp_path_factory: pytest.TempPathFactory) -> Study:
+    """An export of one layout, its profile written by init_profile (1 epoch per phase, 64 px,
+    ResNet18 from scratch) into a project folder of its own, and the study run on it."""
+    tool = request.param
+    write, layout = WRITERS[tool]
+    folder = tmp_path_factory.mktemp(f"own-{tool}")
+    truth = write(folder / "export", 60, faults=FAULTS)
+    choices = ProfileChoices(
+        name=f"own-{tool}", epochs=1, image_size=64, backbone="resnet18", weights="none"
+    )
+    path, found = init_profile(folder / "export", choices, params_dir=folder / "params")
+    profile = load_profile(path)
+    run_study(profile)
+    return Study(tool, layout, truth, path, profile, found)
+
+
+def test_init_profile_says_what_it_found(studied: Study):
+    assert f"layout: {studied.layout}" in studied.found
+    assert f"classes ({len(studied.truth.classes)}): " in studied.found
+    assert "images without XML, left out (2):" in studied.found
+    assert "difficult objects: 3" in studied.found
+    for image in studied.truth.images_without_xml:
+        assert image.name in studied.found
+
+
+def test_the_run_uses_the_exports_classes_everywhere(studied: Study):
+    truth = studied.truth
+    expected = truth.classes if studied.tool == "cvat" else tuple(sorted(truth.classes))
+    assert tuple(studied.profile.settings.data.classes) == expected  # CVAT: labelmap.txt's order
+    assert_the_run_uses_its_classes(studied.profile, truth, studied.layout)
+
+
+def test_the_browser_offers_the_exports_classes(studied: Study):
+    classes = list(studied.profile.settings.data.classes)
+    app = build_browser(studied.profile)
     assert list(app.classes) == classes
     assert list(app.heatmap_class.options)[1:] == classes
     assert list(app.class_dropdown.options) == classes
@@ -173,66 +182,82 @@ def test_the_browser_offers_the_exports_classes(project: Path, studied):
     assert app.chart.value  # the probability chart of all the classes
 
 
-def test_a_checkpoint_of_other_classes_is_refused_naming_both(project: Path, studied):
-    _, _, _, name, _, _ = studied
-    path = project / "params" / f"{name}.yaml"
-    raw = yaml.safe_load(path.read_text())
+def test_a_checkpoint_of_other_classes_is_refused_naming_both(studied: Study, capsys):
+    profile = studied.profile
+    raw = yaml.safe_load(studied.params.read_text())
     classes = raw["settings"]["data"]["classes"]
-    raw["profile"] = f"{name}-renamed"
+    raw["profile"] = f"{profile.profile}-renamed"
     raw["settings"]["data"]["classes"] = [*classes[1:], classes[0]]
-    renamed = path.with_name(f"{name}-renamed.yaml")
+    renamed = studied.params.with_name(f"{raw['profile']}.yaml")
     renamed.write_text(yaml.safe_dump(raw))
-    runs = project / "runs"
-    (runs / f"{name}-renamed").symlink_to(runs / name, target_is_directory=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "vocproj", "evaluate", "--profile", str(renamed), "--no-progress"],
-        cwd=project, env={**environment(), "PYTHONPATH": str(project)},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert f"was trained for 5 classes [{', '.join(classes)}]" in result.stderr
-    assert f"the run's data has 5 classes [{', '.join([*classes[1:], classes[0]])}]" in (
-        result.stderr
-    )
+    profile.run_dir.with_name(raw["profile"]).symlink_to(profile.run_dir, target_is_directory=True)
+    assert main(["evaluate", "--profile", str(renamed), "--no-progress"]) == 2
+    stderr = capsys.readouterr().err
+    assert f"was trained for 5 classes [{', '.join(classes)}]" in stderr
+    assert f"the run's data has 5 classes [{', '.join([*classes[1:], classes[0]])}]" in stderr
 
 
-def test_init_profile_keeps_an_existing_profile(project: Path, tmp_path: Path):
+def test_init_profile_keeps_an_existing_profile(tmp_path: Path):
     export = tmp_path / "export"
     write_labelimg_export(export, 12)
-    target = project / "params" / "own-kept.yaml"
+    target = tmp_path / "params" / "own-kept.yaml"
+    target.parent.mkdir()
     target.write_text("# mine\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "vocproj", "init-profile", str(export), "--name", "own-kept"],
-        cwd=project, env={**environment(), "PYTHONPATH": str(project)},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert (
-        result.returncode == 2 and "already exists" in result.stderr and "--force" in result.stderr
-    )
+    with pytest.raises(ConfigError, match=r"own-kept\.yaml already exists.*--force"):
+        init_profile(export, ProfileChoices(name="own-kept"), params_dir=target.parent)
     assert target.read_text() == "# mine\n"
 
 
-# ---------------------------------------------------------------- real photos, relabelled
+# ---------------------------------------------------------------- real photos, end to end
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("own-checkout")
+    copy_checkout(root)
+    return root
+
+
+def environment(project: Path) -> dict[str, str]:
+    """The checkout copy's vocproj (and its params/) for `python -m vocproj` and make."""
+    return {**without_make_environment(), "PYTHONPATH": str(project)}
 
 
 @pytest.fixture(scope="module")
 def real_study(project: Path, real_voc: Path, tmp_path_factory: pytest.TempPathFactory):
-    """200 real photos relabelled pet / person / vehicle, studied from ImageNet weights."""
+    """200 real photos relabelled pet / person / vehicle: `init-profile` on the command line,
+    then `make report`, from ImageNet weights (EfficientNet-Lite0, 2 epochs per phase, 96 px)."""
     export = tmp_path_factory.mktemp("export-real")
     truth = write_relabelled_real_export(export, real_voc, RELABEL, n=200)
-    options = ["--epochs", "2", "--image-size", "96"]
-    printed = init_profile(project, export, "own-real", *options)
-    return truth, printed, make_report(project, "own-real")
+    command = [sys.executable, "-m", "vocproj", "init-profile", str(export), "--name", "own-real",
+               "--epochs", "2", "--image-size", "96"]  # fmt: skip
+    printed = subprocess.run(
+        command, cwd=project, env=environment(project), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stdout[-4000:] + printed.stderr[-4000:]
+    made = make(project, "report", profile="own-real")
+    assert made.returncode == 0, made.stdout[-4000:] + made.stderr[-4000:]
+    return truth, printed.stdout, made.stdout
 
 
 def test_real_photos_relabelled_learn_their_classes(project: Path, real_study):
-    _, printed, _ = real_study
+    _, printed, made = real_study
     assert "layout: flat" in printed and "classes (3): person, pet, vehicle" in printed
+    assert "make report PROFILE=own-real" in printed  # the next step, as the command says it
+    assert "make report PROFILE=own-real: done in" in made
     profile = load_profile(project / "params" / "own-real.yaml")
     metrics = json.loads((profile.report_dir / "metrics.json").read_text())
     print("own-real metrics:", {k: metrics[k] for k in ("map", "ap", "n_positive")})
     assert metrics["classes"] == ["person", "pet", "vehicle"]
     assert metrics["map"] > 0.75, metrics["ap"]  # ImageNet features tell these apart
+
+
+def test_make_report_uses_the_real_exports_classes_everywhere(project: Path, real_study):
+    truth, _, _ = real_study
+    profile = load_profile(project / "params" / "own-real.yaml")
+    assert tuple(profile.settings.data.classes) == tuple(sorted(truth.classes))
+    assert_the_run_uses_its_classes(profile, truth, "flat")
 
 
 @needs_chromium
@@ -244,13 +269,13 @@ def test_make_browse_shows_the_relabelled_classes(
 ):
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    make = ["make", "--no-print-directory", "-o", ".venv/.installed", "browse",
-            "PROFILE=own-real", f"BROWSE_PORT={port}"]  # fmt: skip
-    env = {**environment(), "PYTHONPATH": str(project)}
+    make_browse = ["make", "--no-print-directory", "-o", ".venv/.installed", "browse",
+                   "PROFILE=own-real", f"BROWSE_PORT={port}"]  # fmt: skip
     with (
-        serving(make, url, tmp_path / "browse.log", "make browse", cwd=project, env=env),
+        serving(make_browse, url, tmp_path / "browse.log", "make browse", cwd=project,
+                env=environment(project)),
         opened_page(browser, url, 1100, 1000) as page,
-    ):
+    ):  # fmt: skip
         page.wait_for_selector(".vocproj-predict-result span, .vocproj-predict-result p",
                                timeout=LOAD_TIMEOUT_MS)  # fmt: skip
         wait_for_image(page.locator(".vocproj-chart"))

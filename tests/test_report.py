@@ -1,9 +1,11 @@
 """REPORT.md and `make report`: the report's tables and text, then the pipeline end to end.
 
-The end-to-end tests run `make report PROFILE=tiny` in a temporary copy of the checkout (the
-files git tracks or would track, without reports/) whose .venv is a link to this checkout's,
-with `make -o .venv/.installed` so that make never reinstalls the shared venv from the copy.
-They share one run and build on each other in file order: first run, rerun, partial reruns.
+The end-to-end tests read the one `make report PROFILE=tiny` of the session (conftest's
+`tiny_report`), run in a temporary copy of the checkout (the files git tracks or would track,
+without reports/) whose .venv is a link to this checkout's, with `make -o .venv/.installed` so
+that make never reinstalls the shared venv from the copy. They build on it in file order: what
+it wrote, a rerun that does nothing, what make plans after an interrupted stage (`make -n`), a
+partial rerun, what make plans without the runs folder.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from vocproj.metrics.multilabel import Scores, compute_metrics
 from vocproj.reporting import report
 from vocproj.reporting.explore import MISTAKE_KINDS
 
+from conftest import make
+
 BOAT = CLASSES.index("boat")
-MAKE_ENVIRONMENT = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +63,9 @@ def metrics() -> dict:
 def row_cells(text: str, first_cell: str) -> list[str]:
     """The cells of the markdown table row that starts with `first_cell`."""
     for line in text.splitlines():
-        if line.startswith(f"| {first_cell} |"):
-            return [cell.strip() for cell in line.strip("|").split("|")]
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
     raise AssertionError(f"no table row starts with {first_cell!r}")
 
 
@@ -108,10 +112,15 @@ def test_durations_read_naturally():
 
 def test_markdown_table_aligns_numbers_right():
     assert report.markdown_table(["a", "b"], [["x", 1]]).splitlines() == [
-        "| a | b |",
-        "| --- | ---: |",
-        "| x | 1 |",
+        "| a   |   b |",
+        "|:----|----:|",
+        "| x   |   1 |",
     ]
+
+
+def test_markdown_table_shows_cells_as_formatted():
+    table = report.markdown_table(["a", "b"], [["1e3", "0.5000"], ["x", ""]], align="lr")
+    assert row_cells(table, "1e3") == ["1e3", "0.5000"] and row_cells(table, "x") == ["x", ""]
 
 
 def test_per_class_table_shows_the_metrics(metrics):
@@ -260,28 +269,6 @@ def test_report_without_optional_files_says_what_writes_them(metrics):
 # ---------------------------------------------------------------- make report, end to end
 
 
-def copy_checkout(target: Path) -> None:
-    """Copy what a clone would hold plus uncommitted work (not reports/), link the venv."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_DIR, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
-    for name in listed:
-        source = PROJECT_DIR / name
-        if name and not name.startswith("reports/") and source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    (target / ".venv").symlink_to(PROJECT_DIR / ".venv")
-
-
-def make(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in MAKE_ENVIRONMENT}
-    return subprocess.run(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", *args, "PROFILE=tiny"],
-        cwd=project, env=environment, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
 def make_report(project: Path) -> subprocess.CompletedProcess[str]:
     result = make(project, "report")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
@@ -292,16 +279,21 @@ def mtimes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*.ipynb")}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("checkout")
-    copy_checkout(root)
-    return root
+def planned_stages(project: Path) -> set[str]:
+    """The notebooks `make -n report` would execute (its plan, nothing run)."""
+    planned = make(project, "-n", "report")
+    assert planned.returncode == 0, planned.stderr
+    return set(re.findall(r"notebooks/(\S+)\.ipynb runs/tiny/notebooks/\1\.ipynb", planned.stdout))
 
 
-@pytest.fixture(scope="module")
-def first_run(project: Path) -> subprocess.CompletedProcess[str]:
-    return make_report(project)
+@pytest.fixture
+def project(report_checkout: Path) -> Path:
+    return report_checkout
+
+
+@pytest.fixture
+def first_run(tiny_report: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    return tiny_report
 
 
 @pytest.fixture
@@ -423,15 +415,19 @@ def rerun_stages(project: Path, reports: Path, change) -> set[str]:
 
 @pytest.mark.slow
 def test_an_interrupted_stage_is_redone_with_the_later_ones_only(project, first_run, reports):
-    checkpoint = project / "runs" / "tiny" / "phase1" / "last.pt"
-    trained = checkpoint.stat().st_mtime_ns
     # An interrupted stage 02 leaves no executed notebook in reports/ (papermill writes to runs/).
-    redone = rerun_stages(
-        project, reports, (reports / "notebooks" / "02_phase2_rotation.ipynb").unlink
-    )
+    # What make would redo is its plan: `make -n` decides as `make` does, and runs nothing.
+    executed = reports / "notebooks" / "02_phase2_rotation.ipynb"
+    saved = executed.with_name("saved")
+    shutil.copy2(executed, saved)
+    executed.unlink()
+    try:
+        redone = planned_stages(project)
+    finally:
+        saved.replace(executed)
     later = {p.stem for p in (project / "notebooks").glob("*.ipynb") if p.stem > "02"}
     assert redone == {"02_phase2_rotation"} | later
-    assert checkpoint.stat().st_mtime_ns == trained
+    assert planned_stages(project) == set(), "with it back, the run is complete again"
 
 
 @pytest.mark.slow
@@ -449,8 +445,7 @@ def test_without_the_runs_folder_every_stage_runs_again(project, first_run):
     shutil.copy2(stamp, saved)
     stamp.unlink()
     try:
-        planned = make(project, "-n", "report").stdout
+        planned = planned_stages(project)
     finally:
         saved.replace(stamp)
-    for notebook in (project / "notebooks").glob("*.ipynb"):
-        assert f"notebooks/{notebook.name} runs/tiny/notebooks/{notebook.name}" in planned
+    assert planned == {notebook.stem for notebook in (project / "notebooks").glob("*.ipynb")}

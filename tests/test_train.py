@@ -11,39 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import vocproj.training.phases as train_module
 from vocproj.artifacts import BEST, HISTORY_FIELDS, LAST, RunFiles, read_history
-from vocproj.config import PARAMS_DIR, Profile, load_profile
+from vocproj.config import Profile, load_profile
 from vocproj.errors import CheckpointError, TrainingDiverged
 from vocproj.model.network import load_checkpoint, save_checkpoint
 from vocproj.training.phases import train_phase, train_phases
 
-EPOCHS = (2, 1, 1)
+from conftest import TINY_EPOCHS, tiny_profile
+
+EPOCHS = TINY_EPOCHS
 DETERMINISTIC_COLUMNS = [
     f for f in HISTORY_FIELDS if f not in ("seconds", "train_images_per_second")
 ]
-
-
-def tiny_profile(project: Path, data_root: Path, **overrides) -> Path:
-    """Write params/tiny.yaml into a project folder: the sample profile at 32 px, few epochs."""
-    raw = yaml.safe_load((PARAMS_DIR / "sample.yaml").read_text())
-    raw["profile"] = "tiny"
-    settings = raw["settings"]
-    settings["data"].update(root=str(data_root), sample_train_images=64, sample_val_images=40)
-    settings["train"].update(image_size=32, batch_size=16, eval_batch_size=40, progress=False)
-    settings["train"]["phases"] = [
-        {"preset": p, "epochs": e}
-        for p, e in zip(("resize_crop", "rotate", "jitter_flip"), EPOCHS, strict=True)
-    ]
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        settings[section][key] = value
-    (project / "params").mkdir(parents=True, exist_ok=True)
-    path = project / "params" / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from vocproj.data.voc import (
 from vocproj.errors import DatasetError
 from vocproj.images import Normalisation, input_normalisation
 from vocproj.io import atomic_write_text
+from vocproj.locks import owning
 
 SPLIT_LIST_COLUMNS = ("id", "image", "annotation")  # then one column per class: 1, 0 or -1
 
@@ -58,8 +59,9 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
     for split in splits:
         write_split_list(files.split_list(split.name), split)
     if profile.settings.data.cache:
-        for split in splits:
-            cache_split(profile, split, progress)
+        with owning(profile.cache_dir, "building the image cache"):  # one builder at a time
+            for split in splits:
+                cache_split(profile, split, progress)
     record = new_record(profile, classes, export, data_dir, splits)
     write_record(files, record)
     return record
