@@ -73,7 +73,7 @@ def text(markup: str) -> str:
 
 def upload(app: BrowserApp, name: str, content: bytes) -> None:
     """Set the FileUpload's value the way ipywidgets 8 does after a file is chosen."""
-    app.upload.value = (
+    app.predict_tab.upload.value = (
         {
             "name": name,
             "type": "image/jpeg",
@@ -172,7 +172,7 @@ def test_gradcam_is_the_class_weighted_last_block_activation():
 def test_the_study_two_tabs_then_mistakes(app: BrowserApp):
     assert app.widget.titles == ("Predict Image", "View Top50 Result", "Mistakes")
     assert app.widget.children == (app.predict_tab, app.top50_tab, app.mistakes_tab)
-    assert app.upload.accept == "image/*" and app.upload.multiple is False
+    assert app.predict_tab.upload.accept == "image/*" and app.predict_tab.upload.multiple is False
 
 
 def test_starts_with_the_first_class_top1_image_scored_as_in_evaluation(
@@ -181,82 +181,90 @@ def test_starts_with_the_first_class_top1_image_scored_as_in_evaluation(
     top50 = json.loads((tiny.report_dir / "top50.json").read_text())
     first = next(name for name in CLASSES if top50.get(name))
     best = top50[first][0]
-    assert app.prediction is not None and app.prediction.name == f"{best['id']}.jpg"
-    assert app.prediction.probabilities[CLASS_INDEX[first]] == pytest.approx(
+    assert (
+        app.predict_tab.prediction is not None
+        and app.predict_tab.prediction.name == f"{best['id']}.jpg"
+    )
+    assert app.predict_tab.prediction.probabilities[CLASS_INDEX[first]] == pytest.approx(
         best["score"], abs=1e-4
     )
-    assert app.predict_message.value == ""
-    assert shown(app.predict_image.value).format == "JPEG"
-    assert app.summary().startswith(f"{best['id']}.jpg: ")
+    assert app.predict_tab.message.value == ""
+    assert shown(app.predict_tab.image.value).format == "JPEG"
+    assert app.predict_tab.summary().startswith(f"{best['id']}.jpg: ")
 
 
 def test_upload_shows_labels_highest_first_as_the_evaluation_scored_them(
     app: BrowserApp, tiny: Profile
 ):
     metrics = json.loads((tiny.report_dir / "metrics.json").read_text())
-    assert app.threshold.value == metrics["best_threshold_f1"]["threshold"]
+    assert app.predict_tab.threshold.value == metrics["best_threshold_f1"]["threshold"]
     image_id, path = val_image(tiny, 5)
     upload(app, "photo.jpg", path.read_bytes())
     scores = load_scores(RunFiles.of(tiny).scores("val"))
     expected = scores.scores[scores.ids.index(image_id)]
-    np.testing.assert_allclose(app.prediction.probabilities, expected, atol=1e-4)
-    found = labels_at_threshold(CLASSES, app.prediction.probabilities, app.threshold.value)
-    shown_text = text(app.predict_result.value)
+    np.testing.assert_allclose(app.predict_tab.prediction.probabilities, expected, atol=1e-4)
+    found = labels_at_threshold(
+        CLASSES, app.predict_tab.prediction.probabilities, app.predict_tab.threshold.value
+    )
+    shown_text = text(app.predict_tab.result.value)
     if found:
         assert shown_text == " ".join(f"{name} {p:.3f}" for name, p in found)
         assert [p for _, p in found] == sorted((p for _, p in found), reverse=True)
     else:
         assert shown_text == NOT_IDENTIFIED
-    assert "photo.jpg" in app.predict_caption.value
+    assert "photo.jpg" in app.predict_tab.caption.value
     with Image.open(path) as original:
-        assert max(shown(app.predict_image.value).size) == 384
-        assert shown(app.predict_image.value).size[0] / shown(app.predict_image.value).size[1] == (
-            pytest.approx(original.width / original.height, rel=0.02)
-        )
+        assert max(shown(app.predict_tab.image.value).size) == 384
+        assert shown(app.predict_tab.image.value).size[0] / shown(app.predict_tab.image.value).size[
+            1
+        ] == (pytest.approx(original.width / original.height, rel=0.02))
 
 
 def test_threshold_slider_updates_labels_and_chart_live(app: BrowserApp):
-    probabilities = app.prediction.probabilities
-    app.threshold.value = 0.0
-    assert len(text(app.predict_result.value).split()) == 2 * 20
-    chart_all = app.chart.value
-    app.threshold.value = round(float(probabilities.max()) + 0.01, 2)
-    assert text(app.predict_result.value) == NOT_IDENTIFIED
-    assert app.chart.value != chart_all
-    chart = shown(app.chart.value)
+    probabilities = app.predict_tab.prediction.probabilities
+    app.predict_tab.threshold.value = 0.0
+    assert len(text(app.predict_tab.result.value).split()) == 2 * 20
+    chart_all = app.predict_tab.chart.value
+    app.predict_tab.threshold.value = round(float(probabilities.max()) + 0.01, 2)
+    assert text(app.predict_tab.result.value) == NOT_IDENTIFIED
+    assert app.predict_tab.chart.value != chart_all
+    chart = shown(app.predict_tab.chart.value)
     assert chart.format == "PNG" and chart.width > 300 and chart.height > 400
     top = int(np.argmax(probabilities))
-    app.threshold.value = round(float(probabilities[top]) - 0.001, 3)
-    assert text(app.predict_result.value).startswith(f"{CLASSES[top]} ")
+    app.predict_tab.threshold.value = round(float(probabilities[top]) - 0.001, 3)
+    assert text(app.predict_tab.result.value).startswith(f"{CLASSES[top]} ")
 
 
 def test_per_class_thresholds_come_from_metrics_json(app: BrowserApp, tiny: Profile):
     per_class = json.loads((tiny.report_dir / "metrics.json").read_text())["per_class_thresholds"]
-    app.per_class.value = True
-    assert app.threshold.disabled
-    expected = [per_class[n] if per_class[n] is not None else app.threshold.value for n in CLASSES]
-    np.testing.assert_allclose(app.thresholds(), expected)
-    found = labels_at_threshold(CLASSES, app.prediction.probabilities, expected)
-    assert app.found_labels() == found
-    app.per_class.value = False
-    assert not app.threshold.disabled
-    np.testing.assert_allclose(app.thresholds(), app.threshold.value)
+    app.predict_tab.per_class.value = True
+    assert app.predict_tab.threshold.disabled
+    expected = [
+        per_class[n] if per_class[n] is not None else app.predict_tab.threshold.value
+        for n in CLASSES
+    ]
+    np.testing.assert_allclose(app.predict_tab.thresholds(), expected)
+    found = labels_at_threshold(CLASSES, app.predict_tab.prediction.probabilities, expected)
+    assert app.predict_tab.found_labels() == found
+    app.predict_tab.per_class.value = False
+    assert not app.predict_tab.threshold.disabled
+    np.testing.assert_allclose(app.predict_tab.thresholds(), app.predict_tab.threshold.value)
 
 
 def test_heatmap_toggle_overlays_the_top_prediction_or_a_chosen_class(app: BrowserApp):
-    plain = app.predict_image.value
-    app.predict_heatmap.value = True
-    top = CLASSES[int(np.argmax(app.prediction.probabilities))]
-    overlaid = app.predict_image.value
+    plain = app.predict_tab.image.value
+    app.predict_tab.heatmap.value = True
+    top = CLASSES[int(np.argmax(app.predict_tab.prediction.probabilities))]
+    overlaid = app.predict_tab.image.value
     assert overlaid != plain and shown(overlaid).size == shown(plain).size
-    assert f"heatmap of <b>{top}</b>" in app.predict_caption.value
+    assert f"heatmap of <b>{top}</b>" in app.predict_tab.caption.value
     other = next(name for name in CLASSES if name != top)
-    app.heatmap_class.value = other
-    assert f"heatmap of <b>{other}</b>" in app.predict_caption.value
-    assert app.predict_message.value == ""
-    app.predict_heatmap.value = False
-    assert app.predict_image.value == plain
-    assert "heatmap" not in app.predict_caption.value
+    app.predict_tab.heatmap_class.value = other
+    assert f"heatmap of <b>{other}</b>" in app.predict_tab.caption.value
+    assert app.predict_tab.message.value == ""
+    app.predict_tab.heatmap.value = False
+    assert app.predict_tab.image.value == plain
+    assert "heatmap" not in app.predict_tab.caption.value
 
 
 def test_exif_rotated_photo_is_shown_and_predicted_upright(app: BrowserApp, tiny: Profile):
@@ -268,12 +276,12 @@ def test_exif_rotated_photo_is_shown_and_predicted_upright(app: BrowserApp, tiny
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     content = encoded(landscape, "JPEG", quality=95, exif=exif)
     upload(app, "rotated.jpg", content)
-    assert app.predict_message.value == ""
-    width, height = shown(app.predict_image.value).size
+    assert app.predict_tab.message.value == ""
+    width, height = shown(app.predict_tab.image.value).size
     assert height > width, "the photo is shown upright"
     upright = Image.open(io.BytesIO(content)).transpose(Image.Transpose.ROTATE_270)
-    expected = predict_probabilities(app.classifier, upright.convert("RGB"))
-    np.testing.assert_allclose(app.prediction.probabilities, expected, atol=1e-6)
+    expected = predict_probabilities(app.inputs.classifier, upright.convert("RGB"))
+    np.testing.assert_allclose(app.predict_tab.prediction.probabilities, expected, atol=1e-6)
 
 
 def picture(profile: Profile) -> Image.Image:
@@ -316,14 +324,16 @@ def test_other_image_modes_are_converted_to_the_rgb_they_show(
 ):
     content, expected, tolerance = converted_inputs(picture(tiny))[name]
     upload(app, name, content)
-    assert app.predict_message.value == "", text(app.predict_message.value)
-    decoded = np.asarray(app.prediction.image, dtype=float)
+    assert app.predict_tab.message.value == "", text(app.predict_tab.message.value)
+    decoded = np.asarray(app.predict_tab.prediction.image, dtype=float)
     assert decoded.shape == (expected.height, expected.width, 3)
     assert np.abs(decoded - np.asarray(expected, dtype=float)).mean() < tolerance
     if tolerance < 1:  # lossless files: exactly what the expected image predicts
-        expected_probabilities = predict_probabilities(app.classifier, expected)
-        np.testing.assert_allclose(app.prediction.probabilities, expected_probabilities, atol=1e-6)
-    assert text(app.predict_result.value)
+        expected_probabilities = predict_probabilities(app.inputs.classifier, expected)
+        np.testing.assert_allclose(
+            app.predict_tab.prediction.probabilities, expected_probabilities, atol=1e-6
+        )
+    assert text(app.predict_tab.result.value)
 
 
 def bad_input(name: str, valid_jpeg: bytes) -> tuple[bytes, str]:
@@ -344,18 +354,18 @@ def test_bad_upload_gives_one_line_and_the_app_stays_usable(
     _, path = val_image(tiny, 3)
     content, phrase = bad_input(name, path.read_bytes())
     upload(app, name, content)
-    message = text(app.predict_message.value)
-    assert phrase in message and name in message and "\n" not in app.predict_message.value
-    assert app.prediction is None
-    assert app.predict_image.value == b"" and app.chart.value == b""
-    assert app.predict_result.value == ""
-    app.predict_heatmap.value = True  # toggling with nothing shown is harmless
-    app.threshold.value = 0.0
+    message = text(app.predict_tab.message.value)
+    assert phrase in message and name in message and "\n" not in app.predict_tab.message.value
+    assert app.predict_tab.prediction is None
+    assert app.predict_tab.image.value == b"" and app.predict_tab.chart.value == b""
+    assert app.predict_tab.result.value == ""
+    app.predict_tab.heatmap.value = True  # toggling with nothing shown is harmless
+    app.predict_tab.threshold.value = 0.0
     upload(app, "good.jpg", path.read_bytes())
-    assert app.predict_message.value == ""
-    assert app.prediction is not None and app.prediction.name == "good.jpg"
-    assert len(text(app.predict_result.value).split()) == 2 * 20
-    assert max(shown(app.predict_image.value).size) == 384
+    assert app.predict_tab.message.value == ""
+    assert app.predict_tab.prediction is not None and app.predict_tab.prediction.name == "good.jpg"
+    assert len(text(app.predict_tab.result.value).split()) == 2 * 20
+    assert max(shown(app.predict_tab.image.value).size) == 384
 
 
 # ---------------------------------------------------------------- View Top50 Result
@@ -363,12 +373,12 @@ def test_bad_upload_gives_one_line_and_the_app_stays_usable(
 
 def test_top50_dropdowns_list_each_class_in_rank_order(app: BrowserApp, tiny: Profile):
     top50 = json.loads((tiny.report_dir / "top50.json").read_text())
-    assert list(app.class_dropdown.options) == [name for name in CLASSES if name in top50]
-    app.class_dropdown.value = "bird"
-    labels = [label for label, _ in app.image_dropdown.options]
+    assert list(app.top50_tab.class_dropdown.options) == [name for name in CLASSES if name in top50]
+    app.top50_tab.class_dropdown.value = "bird"
+    labels = [label for label, _ in app.top50_tab.image_dropdown.options]
     assert labels == [f"{e['rank']}. {e['id']} ({e['score']:.3f})" for e in top50["bird"]]
     assert [e["rank"] for e in top50["bird"]] == list(range(1, len(top50["bird"]) + 1))
-    assert app.image_dropdown.value == top50["bird"][0]["id"]
+    assert app.top50_tab.image_dropdown.value == top50["bird"][0]["id"]
 
 
 def test_choosing_an_image_shows_it_with_confidence_and_marked_ground_truth(
@@ -376,12 +386,12 @@ def test_choosing_an_image_shows_it_with_confidence_and_marked_ground_truth(
 ):
     top50 = json.loads((tiny.report_dir / "top50.json").read_text())
     ids, labels = read_labels(tiny.voc_root, "val")
-    app.class_dropdown.value = "person"
-    first_image = app.top50_image.value
+    app.top50_tab.class_dropdown.value = "person"
+    first_image = app.top50_tab.image.value
     marks = set()
     for entry in top50["person"][:6]:
-        app.image_dropdown.value = entry["id"]
-        result = text(app.top50_result.value)
+        app.top50_tab.image_dropdown.value = entry["id"]
+        result = text(app.top50_tab.result.value)
         assert f"Confidence for person: {entry['score']:.3f} (rank {entry['rank']} of" in result
         row = labels[ids.index(entry["id"])]
         present = [c for c, flag in zip(CLASSES, row, strict=True) if flag == 1]
@@ -390,31 +400,31 @@ def test_choosing_an_image_shows_it_with_confidence_and_marked_ground_truth(
         assert mark in result and entry["label"] == row[CLASS_INDEX["person"]]
         marks.add(mark)
         with Image.open(tiny.voc_root / "JPEGImages" / f"{entry['id']}.jpg") as original:
-            width, height = shown(app.top50_image.value).size
+            width, height = shown(app.top50_tab.image.value).size
             assert width / height == pytest.approx(original.width / original.height, rel=0.02)
-    assert app.top50_image.value != first_image
-    assert app.top50_message.value == ""
+    assert app.top50_tab.image.value != first_image
+    assert app.top50_tab.message.value == ""
 
 
 def test_switching_class_shows_that_class_confidence(app: BrowserApp, tiny: Profile):
     top50 = json.loads((tiny.report_dir / "top50.json").read_text())
     for name in ("cat", "aeroplane", "tvmonitor"):
-        app.class_dropdown.value = name
+        app.top50_tab.class_dropdown.value = name
         best = top50[name][0]
-        assert app.image_dropdown.value == best["id"]
-        assert f"Confidence for {name}: {best['score']:.3f}" in text(app.top50_result.value)
+        assert app.top50_tab.image_dropdown.value == best["id"]
+        assert f"Confidence for {name}: {best['score']:.3f}" in text(app.top50_tab.result.value)
 
 
 def test_top50_heatmap_toggle_changes_the_image(app: BrowserApp):
-    app.class_dropdown.value = "dog"
-    plain = app.top50_image.value
-    app.top50_heatmap.value = True
-    assert app.top50_image.value != plain
-    assert "heatmap of <b>dog</b>" in app.top50_caption.value
-    app.image_dropdown.index = 1
-    assert "heatmap of <b>dog</b>" in app.top50_caption.value
-    app.top50_heatmap.value = False
-    assert app.top50_caption.value == ""
+    app.top50_tab.class_dropdown.value = "dog"
+    plain = app.top50_tab.image.value
+    app.top50_tab.heatmap.value = True
+    assert app.top50_tab.image.value != plain
+    assert "heatmap of <b>dog</b>" in app.top50_tab.caption.value
+    app.top50_tab.image_dropdown.index = 1
+    assert "heatmap of <b>dog</b>" in app.top50_tab.caption.value
+    app.top50_tab.heatmap.value = False
+    assert app.top50_tab.caption.value == ""
 
 
 def test_a_missing_top50_image_is_one_line_and_others_still_show(tmp_path: Path, tiny_yaml: Path):
@@ -432,13 +442,13 @@ def test_a_missing_top50_image_is_one_line_and_others_still_show(tmp_path: Path,
     missing = top50["horse"][1]["id"]
     (voc / "JPEGImages" / f"{missing}.jpg").unlink()
     app = build_browser(profile)
-    app.class_dropdown.value = "horse"
-    app.image_dropdown.value = missing
-    message = text(app.top50_message.value)
+    app.top50_tab.class_dropdown.value = "horse"
+    app.top50_tab.image_dropdown.value = missing
+    message = text(app.top50_tab.message.value)
     assert f"{missing}.jpg" in message and "is missing" in message
-    assert app.top50_image.value == b""
-    app.image_dropdown.index = 2
-    assert app.top50_message.value == "" and app.top50_image.value != b""
+    assert app.top50_tab.image.value == b""
+    app.top50_tab.image_dropdown.index = 2
+    assert app.top50_tab.message.value == "" and app.top50_tab.image.value != b""
 
 
 # ---------------------------------------------------------------- Mistakes
@@ -477,64 +487,69 @@ def ranked_from_scores(profile: Profile, name: str, label: int) -> list[str]:
 
 
 def test_mistakes_class_menu_lists_the_run_classes_and_both_kinds(app: BrowserApp):
-    assert list(app.mistakes_class.options) == list(CLASSES)
-    assert [label for label, _ in app.mistakes_kind.options] == ["false positives", "missed"]
-    assert app.mistakes_notice.value == "" and app.mistakes_message.value == ""
-    assert app.mistakes_image_view.value != b""
+    assert list(app.mistakes_tab.class_dropdown.options) == list(CLASSES)
+    assert [label for label, _ in app.mistakes_tab.kind_dropdown.options] == [
+        "false positives",
+        "missed",
+    ]
+    assert app.mistakes_tab.notice.value == "" and app.mistakes_tab.message.value == ""
+    assert app.mistakes_tab.image.value != b""
 
 
 def test_false_positives_are_mistakes_json_with_ground_truth_and_predicted_labels(
     app: BrowserApp, tiny: Profile
 ):
     false_positives = mistakes_json(tiny)["classes"]["dog"]["false_positives"]
-    app.mistakes_class.value = "dog"
-    labels = [label for label, _ in app.mistakes_image.options]
+    app.mistakes_tab.class_dropdown.value = "dog"
+    labels = [label for label, _ in app.mistakes_tab.image_dropdown.options]
     assert labels == [f"{e['rank']}. {e['id']} ({e['score']:.3f})" for e in false_positives]
     assert [e["id"] for e in false_positives] == ranked_from_scores(tiny, "dog", 0)
-    assert app.mistakes_image.value == false_positives[0]["id"]
+    assert app.mistakes_tab.image_dropdown.value == false_positives[0]["id"]
     for entry in false_positives[:5]:
-        app.mistakes_image.value = entry["id"]
-        result = text(app.mistakes_result.value)
+        app.mistakes_tab.image_dropdown.value = entry["id"]
+        result = text(app.mistakes_tab.result.value)
         truth, predicted = expected_mistake_text(tiny, entry["id"])
         assert f"Confidence for dog: {entry['score']:.3f} (rank {entry['rank']} of" in result
         assert f"Ground truth: {truth} Predicted: {predicted} " in result
         assert result.endswith(f"✗ false positive: dog is not in this image but scored "
                                f"{entry['score']:.3f}")  # fmt: skip
-        assert shown(app.mistakes_image_view.value).format == "JPEG"
-    assert app.mistakes_message.value == ""
+        assert shown(app.mistakes_tab.image.value).format == "JPEG"
+    assert app.mistakes_tab.message.value == ""
 
 
 def test_switching_kind_to_missed_lists_the_lowest_scored_positives(app: BrowserApp, tiny: Profile):
     missed = mistakes_json(tiny)["classes"]["person"]["missed"]
-    app.mistakes_class.value = "person"
-    first_false_positive = app.mistakes_image_view.value
-    app.mistakes_kind.value = "missed"
-    assert [value for _, value in app.mistakes_image.options] == [e["id"] for e in missed]
+    app.mistakes_tab.class_dropdown.value = "person"
+    first_false_positive = app.mistakes_tab.image.value
+    app.mistakes_tab.kind_dropdown.value = "missed"
+    assert [value for _, value in app.mistakes_tab.image_dropdown.options] == [
+        e["id"] for e in missed
+    ]
     assert [e["id"] for e in missed] == ranked_from_scores(tiny, "person", 1)
     assert [e["score"] for e in missed] == sorted(e["score"] for e in missed)
-    assert app.mistakes_image.value == missed[0]["id"]
-    assert app.mistakes_image_view.value != first_false_positive
-    result = text(app.mistakes_result.value)
+    assert app.mistakes_tab.image_dropdown.value == missed[0]["id"]
+    assert app.mistakes_tab.image.value != first_false_positive
+    result = text(app.mistakes_tab.result.value)
     truth, predicted = expected_mistake_text(tiny, missed[0]["id"])
     assert f"Ground truth: {truth} Predicted: {predicted} " in result
     assert result.endswith(f"✗ missed: person is in this image but scored {missed[0]['score']:.3f}")
-    app.mistakes_kind.value = "false_positives"
-    assert app.mistakes_image_view.value == first_false_positive
+    app.mistakes_tab.kind_dropdown.value = "false_positives"
+    assert app.mistakes_tab.image.value == first_false_positive
 
 
 def test_mistakes_heatmap_toggle_changes_the_image(app: BrowserApp):
-    app.mistakes_class.value = "cat"
-    plain = app.mistakes_image_view.value
-    app.mistakes_heatmap.value = True
-    assert app.mistakes_image_view.value != plain
-    assert shown(app.mistakes_image_view.value).size == shown(plain).size
-    assert "heatmap of <b>cat</b>" in app.mistakes_caption.value
-    app.mistakes_image.index = 1
-    assert "heatmap of <b>cat</b>" in app.mistakes_caption.value
-    app.mistakes_image.index = 0
-    app.mistakes_heatmap.value = False
-    assert app.mistakes_image_view.value == plain and app.mistakes_caption.value == ""
-    assert app.mistakes_message.value == ""
+    app.mistakes_tab.class_dropdown.value = "cat"
+    plain = app.mistakes_tab.image.value
+    app.mistakes_tab.heatmap.value = True
+    assert app.mistakes_tab.image.value != plain
+    assert shown(app.mistakes_tab.image.value).size == shown(plain).size
+    assert "heatmap of <b>cat</b>" in app.mistakes_tab.caption.value
+    app.mistakes_tab.image_dropdown.index = 1
+    assert "heatmap of <b>cat</b>" in app.mistakes_tab.caption.value
+    app.mistakes_tab.image_dropdown.index = 0
+    app.mistakes_tab.heatmap.value = False
+    assert app.mistakes_tab.image.value == plain and app.mistakes_tab.caption.value == ""
+    assert app.mistakes_tab.message.value == ""
 
 
 def test_an_empty_mistakes_list_says_why_and_shows_no_image(tmp_path: Path, tiny: Profile):
@@ -545,14 +560,14 @@ def test_an_empty_mistakes_list_says_why_and_shows_no_image(tmp_path: Path, tiny
     edited["classes"]["sheep"]["missed"] = []
     path.write_text(json.dumps(edited))
     app = build_browser(with_dirs(tiny, reports_dir=reports))
-    app.mistakes_class.value = "sheep"
-    assert app.mistakes_image_view.value != b""
-    app.mistakes_kind.value = "missed"
-    assert app.mistakes_image.options == () and app.mistakes_image_view.value == b""
-    assert text(app.mistakes_result.value) == (
+    app.mistakes_tab.class_dropdown.value = "sheep"
+    assert app.mistakes_tab.image.value != b""
+    app.mistakes_tab.kind_dropdown.value = "missed"
+    assert app.mistakes_tab.image_dropdown.options == () and app.mistakes_tab.image.value == b""
+    assert text(app.mistakes_tab.result.value) == (
         "No missed: no validation image has sheep other than as a difficult object."
     )
-    assert app.mistakes_message.value == ""
+    assert app.mistakes_tab.message.value == ""
 
 
 # ---------------------------------------------------------------- missing or broken inputs
@@ -565,15 +580,19 @@ def test_missing_mistakes_json_is_the_tab_notice_and_the_other_tabs_work(
     shutil.copytree(tiny.report_dir, reports / tiny.profile)
     (reports / tiny.profile / "mistakes.json").unlink()
     app = build_browser(with_dirs(tiny, reports_dir=reports))
-    notice = text(app.mistakes_notice.value)
+    notice = text(app.mistakes_tab.notice.value)
     assert "mistakes.json not found" in notice and "04_evaluation" in notice
-    for control in (app.mistakes_class, app.mistakes_kind, app.mistakes_image):
+    for control in (
+        app.mistakes_tab.class_dropdown,
+        app.mistakes_tab.kind_dropdown,
+        app.mistakes_tab.image_dropdown,
+    ):
         assert control.disabled
-    assert app.mistakes_heatmap.disabled and app.mistakes_image_view.value == b""
-    assert app.top50_notice.value == "" and not app.class_dropdown.disabled
+    assert app.mistakes_tab.heatmap.disabled and app.mistakes_tab.image.value == b""
+    assert app.top50_tab.notice.value == "" and not app.top50_tab.class_dropdown.disabled
     _, path = val_image(tiny)
     upload(app, "still-works.jpg", path.read_bytes())
-    assert app.predict_message.value == "" and app.prediction is not None
+    assert app.predict_tab.message.value == "" and app.predict_tab.prediction is not None
 
 
 def test_mistakes_json_of_the_wrong_shape_names_the_field(tmp_path: Path, tiny: Profile):
@@ -583,36 +602,44 @@ def test_mistakes_json_of_the_wrong_shape_names_the_field(tmp_path: Path, tiny: 
         '{"k": 20, "thresholds": {}, "classes": {"bird": {"false_positives": []}}}'
     )
     app = build_browser(with_dirs(tiny, reports_dir=reports))
-    notice = text(app.mistakes_notice.value)
+    notice = text(app.mistakes_tab.notice.value)
     assert "mistakes.json is not what" in notice and "classes.bird.missed" in notice
-    assert "04_evaluation" in notice and app.mistakes_class.disabled
-    assert app.top50_notice.value == ""
+    assert "04_evaluation" in notice and app.mistakes_tab.class_dropdown.disabled
+    assert app.top50_tab.notice.value == ""
 
 
 def test_missing_checkpoint_says_to_run_notebook_03(tmp_path: Path, tiny: Profile):
     app = build_browser(with_dirs(tiny, runs_dir=tmp_path / "no-runs"))
-    notice = text(app.predict_notice.value)
+    notice = text(app.predict_tab.notice.value)
     assert "03_phase3_colour_flip" in notice and "phase3/best.pt not found" in notice
-    assert app.upload.disabled and app.prediction is None
-    assert app.top50_heatmap.disabled and "03_phase3_colour_flip" in app.top50_notice.value
-    assert app.mistakes_heatmap.disabled and "03_phase3_colour_flip" in app.mistakes_notice.value
-    assert not app.mistakes_class.disabled and app.mistakes_image_view.value != b""
-    app.class_dropdown.value = "bird"  # the top 50 are still browsable
-    assert "Confidence for bird" in text(app.top50_result.value)
-    assert app.top50_image.value != b""
+    assert app.predict_tab.upload.disabled and app.predict_tab.prediction is None
+    assert app.top50_tab.heatmap.disabled and "03_phase3_colour_flip" in app.top50_tab.notice.value
+    assert (
+        app.mistakes_tab.heatmap.disabled
+        and "03_phase3_colour_flip" in app.mistakes_tab.notice.value
+    )
+    assert not app.mistakes_tab.class_dropdown.disabled and app.mistakes_tab.image.value != b""
+    app.top50_tab.class_dropdown.value = "bird"  # the top 50 are still browsable
+    assert "Confidence for bird" in text(app.top50_tab.result.value)
+    assert app.top50_tab.image.value != b""
 
 
 def test_missing_evaluation_says_to_run_notebook_04(tmp_path: Path, tiny: Profile):
     app = build_browser(with_dirs(tiny, reports_dir=tmp_path / "no-reports"))
-    assert "04_evaluation" in app.top50_notice.value and "not found" in app.top50_notice.value
-    assert app.class_dropdown.disabled and app.image_dropdown.disabled
-    assert "mistakes.json not found" in app.mistakes_notice.value and app.mistakes_class.disabled
-    assert "starts at 0.50" in text(app.predict_notice.value)
-    assert "04_evaluation" in app.predict_notice.value
-    assert app.threshold.value == 0.5 and app.per_class.disabled
+    assert (
+        "04_evaluation" in app.top50_tab.notice.value and "not found" in app.top50_tab.notice.value
+    )
+    assert app.top50_tab.class_dropdown.disabled and app.top50_tab.image_dropdown.disabled
+    assert (
+        "mistakes.json not found" in app.mistakes_tab.notice.value
+        and app.mistakes_tab.class_dropdown.disabled
+    )
+    assert "starts at 0.50" in text(app.predict_tab.notice.value)
+    assert "04_evaluation" in app.predict_tab.notice.value
+    assert app.predict_tab.threshold.value == 0.5 and app.predict_tab.per_class.disabled
     _, path = val_image(tiny)
     upload(app, "still-works.jpg", path.read_bytes())
-    assert app.predict_message.value == "" and app.prediction is not None
+    assert app.predict_tab.message.value == "" and app.predict_tab.prediction is not None
 
 
 def test_corrupt_metrics_json_names_the_file_and_notebook_04(tmp_path: Path, tiny: Profile):
@@ -620,7 +647,7 @@ def test_corrupt_metrics_json_names_the_file_and_notebook_04(tmp_path: Path, tin
     shutil.copytree(tiny.report_dir, reports / tiny.profile)
     (reports / tiny.profile / "metrics.json").write_text('{"best_threshold_f1": ')
     app = build_browser(with_dirs(tiny, reports_dir=reports))
-    notice = text(app.top50_notice.value)
+    notice = text(app.top50_tab.notice.value)
     assert "metrics.json cannot be read" in notice and "04_evaluation" in notice
 
 
@@ -629,7 +656,7 @@ def test_top50_json_of_the_wrong_shape_names_the_field(tmp_path: Path, tiny: Pro
     shutil.copytree(tiny.report_dir, reports / tiny.profile)
     (reports / tiny.profile / "top50.json").write_text('{"bird": [{"rank": 1, "id": "x"}]}')
     app = build_browser(with_dirs(tiny, reports_dir=reports))
-    notice = text(app.top50_notice.value)
+    notice = text(app.top50_tab.notice.value)
     assert "top50.json is not what" in notice and "bird.0.score" in notice
 
 

@@ -175,11 +175,11 @@ def test_the_run_uses_the_exports_classes_everywhere(studied: Study):
 def test_the_browser_offers_the_exports_classes(studied: Study):
     classes = list(studied.profile.settings.data.classes)
     app = build_browser(studied.profile)
-    assert list(app.classes) == classes
-    assert list(app.heatmap_class.options)[1:] == classes
-    assert list(app.class_dropdown.options) == classes
-    assert app.prediction is not None  # the example: the first class's top-1 val image
-    assert app.chart.value  # the probability chart of all the classes
+    assert list(app.inputs.classes) == classes
+    assert list(app.predict_tab.heatmap_class.options)[1:] == classes
+    assert list(app.top50_tab.class_dropdown.options) == classes
+    assert app.predict_tab.prediction is not None  # the example: the first class's top-1 val image
+    assert app.predict_tab.chart.value  # the probability chart of all the classes
 
 
 def test_a_checkpoint_of_other_classes_is_refused_naming_both(studied: Study, capsys):

@@ -97,6 +97,6 @@ def test_the_browser_labels_an_uploaded_real_photo(real_profile: Profile, traine
     app = build_browser(real_profile)
     photo = real_voc / "JPEGImages" / "000002.jpg"  # a train; a val photo, never trained on
     upload(app, "000002.jpg", photo.read_bytes())
-    probabilities = dict(zip(CLASSES, app.prediction.probabilities, strict=True))
+    probabilities = dict(zip(CLASSES, app.predict_tab.prediction.probabilities, strict=True))
     assert max(probabilities, key=probabilities.get) == "train"
-    assert "train" in text(app.predict_result.value)
+    assert "train" in text(app.predict_tab.result.value)
