@@ -286,6 +286,17 @@ def planned_stages(project: Path) -> set[str]:
     return set(re.findall(r"notebooks/(\S+)\.ipynb runs/tiny/notebooks/\1\.ipynb", planned.stdout))
 
 
+def planned_without(project: Path, path: Path) -> set[str]:
+    """The notebooks `make -n report` would execute were `path` gone (it is put back after)."""
+    saved = path.with_name("saved")
+    shutil.copy2(path, saved)
+    path.unlink()
+    try:
+        return planned_stages(project)
+    finally:
+        saved.replace(path)
+
+
 @pytest.fixture
 def project(report_checkout: Path) -> Path:
     return report_checkout
@@ -417,14 +428,7 @@ def rerun_stages(project: Path, reports: Path, change) -> set[str]:
 def test_an_interrupted_stage_is_redone_with_the_later_ones_only(project, first_run, reports):
     # An interrupted stage 02 leaves no executed notebook in reports/ (papermill writes to runs/).
     # What make would redo is its plan: `make -n` decides as `make` does, and runs nothing.
-    executed = reports / "notebooks" / "02_phase2_rotation.ipynb"
-    saved = executed.with_name("saved")
-    shutil.copy2(executed, saved)
-    executed.unlink()
-    try:
-        redone = planned_stages(project)
-    finally:
-        saved.replace(executed)
+    redone = planned_without(project, reports / "notebooks" / "02_phase2_rotation.ipynb")
     later = {p.stem for p in (project / "notebooks").glob("*.ipynb") if p.stem > "02"}
     assert redone == {"02_phase2_rotation"} | later
     assert planned_stages(project) == set(), "with it back, the run is complete again"
@@ -440,12 +444,5 @@ def test_an_edited_notebook_redoes_only_its_stage(project, first_run, reports):
 @pytest.mark.slow
 def test_without_the_runs_folder_every_stage_runs_again(project, first_run):
     # After a fresh clone or `make clean` the committed executed notebooks must not count as done.
-    stamp = project / "runs" / "tiny" / "data.ready"
-    saved = stamp.with_name("saved")
-    shutil.copy2(stamp, saved)
-    stamp.unlink()
-    try:
-        planned = planned_stages(project)
-    finally:
-        saved.replace(stamp)
+    planned = planned_without(project, project / "runs" / "tiny" / "data.ready")
     assert planned == {notebook.stem for notebook in (project / "notebooks").glob("*.ipynb")}
