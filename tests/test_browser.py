@@ -1,6 +1,6 @@
 """The browser app driven through its widgets: predictions, top 50, mistakes, heatmaps, bad input.
 
-The app reads the session's tiny run (conftest's `tiny_yaml`: a real tiny model trained 1 epoch
+The app reads the suite's shared tiny run (conftest's `tiny_yaml`: a real tiny model trained 1 epoch
 per phase at 32 px on the small sample, and evaluated), so a real checkpoint, metrics.json,
 top50.json, mistakes.json and scores file.
 """

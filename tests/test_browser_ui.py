@@ -1,4 +1,4 @@
-"""The browser in a real browser: Voilà serves notebook 05 for the session's tiny trained run
+"""The browser in a real browser: Voilà serves notebook 05 for the suite's shared tiny trained run
 (prepared with papermill the way `make browse` does), and Debian's Chromium, driven by
 Playwright, picks a class and an image, uploads files, moves the threshold and toggles the
 heatmaps.

@@ -1,6 +1,6 @@
 """Deployment: `predict` over files, folders and globs, `export` to ONNX, and ONNX without torch.
 
-The session's tiny real run (1 epoch per phase at 32 px on the small sample, fp32: conftest's
+The suite's shared tiny real run (1 epoch per phase at 32 px on the small sample, fp32: conftest's
 `tiny_yaml`) is copied once for this module, since export writes its model into the run folder;
 the copy's model is exported with the real command. Parity on real photos uses the real-photo
 backbone, EfficientNet-Lite0 with its ImageNet weights, at 224 px, and ResNet18.
@@ -77,7 +77,7 @@ def vocproj(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def tiny_yaml(tmp_path_factory: pytest.TempPathFactory, tiny_yaml: Path) -> str:
-    """This module's copy of the session's tiny run: export writes model.onnx into it."""
+    """This module's copy of the suite's shared tiny run: export writes model.onnx into it."""
     return str(copy_of_run(tiny_yaml, tmp_path_factory.mktemp("deploy") / "project"))
 
 

@@ -2,7 +2,7 @@
 inside JupyterLab itself, in Debian's Chromium, classifies an uploaded real VOC2007 photo.
 
 JupyterLab is started once for the module, by `make lab` (this checkout's Makefile, run in a
-folder whose notebooks/ holds a papermill-prepared copy of notebook 05 for the session's tiny
+folder whose notebooks/ holds a papermill-prepared copy of notebook 05 for the suite's shared tiny
 trained run, as `make browse` prepares it). The second test runs all cells from JupyterLab's Run
 menu, uploads a photo in the "Predict Image" tab, then stops `make lab` and finds the notebook's
 kernel shut down; its screenshot goes to /tmp/browser_shots/lab_predict.png.
