@@ -146,14 +146,13 @@ def test_data_generation_has_one_writer_and_a_waiting_run_finds_it_complete(tmp_
     data_root = load_profile(path).data_root
     first, holder, said, waiting = contend(lambda *extra: data_command(path, *extra), data_root)
     assert f"error: {data_root} is in use by process {holder} (python -m vocproj data" in said
-    assert said.rstrip().endswith("to start generating the sample dataset when it has.")
+    assert said.rstrip().endswith("to start the data stage when it has.")
     assert first.wait(timeout=300) == 0
     waited, _ = waiting.communicate(timeout=300)
     assert waiting.returncode == 0 and f"waiting for process {holder}" in waited, waited
     assert "data ready at" in waited and "train 3000 images" in waited
     assert sorted(p.name for p in data_root.iterdir()) == [".lock", "VOCdevkit", "cache"]
     assert sorted(p.name for p in (data_root / "cache").iterdir()) == [
-        ".lock",
         "train-32px.json",
         "train-32px.npy",
         "val-32px.json",

@@ -18,6 +18,7 @@ import csv
 import io
 import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,24 @@ SPLIT_LIST_COLUMNS = ("id", "image", "annotation")  # then one column per class:
 
 
 def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
-    """Generate, find or fetch the profile's data; write its splits, cache and record."""
+    """Generate, find or fetch the profile's data; write its splits, cache and record.
+
+    The data folder is this stage's alone meanwhile: a second data stage on it stops at once
+    (or waits, with VOCPROJ_WAIT=1) rather than build the same cache beside it.
+    """
+    with owning_data_folder(profile):
+        return prepare_data_here(profile, progress)
+
+
+def owning_data_folder(profile: Profile) -> AbstractContextManager[None]:
+    """The data folder's lock where the stage writes there (the sample, a download, the cache)."""
+    data = profile.settings.data
+    if data.cache or data.source not in ("local", "export"):
+        return owning(profile.data_root, "the data stage")
+    return nullcontext()  # a tree read in place, without a cache: nothing is written there
+
+
+def prepare_data_here(profile: Profile, progress: bool) -> RunRecord:
     export, data_dir = find_data(profile, progress)
     classes = run_classes(profile, export)
     splits = [resolve_split(profile, name, classes, export) for name in split_names(profile)]
@@ -59,9 +77,8 @@ def prepare_data(profile: Profile, *, progress: bool = True) -> RunRecord:
     for split in splits:
         write_split_list(files.split_list(split.name), split)
     if profile.settings.data.cache:
-        with owning(profile.cache_dir, "building the image cache"):  # one builder at a time
-            for split in splits:
-                cache_split(profile, split, progress)
+        for split in splits:
+            cache_split(profile, split, progress)
     record = new_record(profile, classes, export, data_dir, splits)
     write_record(files, record)
     return record
