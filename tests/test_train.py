@@ -17,6 +17,7 @@ from vocproj.artifacts import BEST, HISTORY_FIELDS, LAST, RunFiles, read_history
 from vocproj.config import Profile, load_profile
 from vocproj.errors import CheckpointError, TrainingDiverged
 from vocproj.model.network import load_checkpoint, save_checkpoint
+from vocproj.training.losses import MultiLabelLoss
 from vocproj.training.phases import train_phase, train_phases
 
 from conftest import TINY_EPOCHS, tiny_profile
@@ -154,14 +155,14 @@ def test_diverging_run_stops_clearly_and_keeps_the_last_good_checkpoint(
     tiny: Profile, monkeypatch: pytest.MonkeyPatch
 ):
     calls = {"n": 0}
-    real_loss = train_module.masked_bce
+    real_loss = MultiLabelLoss.__call__
 
-    def loss_that_turns_nan_in_epoch_two(*args, **kwargs):
+    def loss_that_turns_nan_in_epoch_two(self, *args, **kwargs):
         calls["n"] += 1  # epoch 1 is 4 training batches and 1 validation call
-        loss = real_loss(*args, **kwargs)
+        loss = real_loss(self, *args, **kwargs)
         return loss * float("nan") if calls["n"] == 7 else loss
 
-    monkeypatch.setattr(train_module, "masked_bce", loss_that_turns_nan_in_epoch_two)
+    monkeypatch.setattr(MultiLabelLoss, "__call__", loss_that_turns_nan_in_epoch_two)
     with pytest.raises(TrainingDiverged, match=r"became nan at phase 1 epoch 2, batch 2.*kept"):
         train_phase(tiny, 1)
     assert load_checkpoint(RunFiles.of(tiny).last(1))["epoch"] == 1

@@ -136,6 +136,31 @@ class OptimSettings(_Section):
     step_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
+class LossSettings(_Section):
+    """The training loss over the sigmoid outputs; the study's binary cross-entropy by default.
+
+    `kind`: `bce`, or `asymmetric`, the asymmetric loss of Ridnik et al. (ICCV 2021): each
+    absent class's probability is shifted down by `clip` (an easy negative, p ≤ clip, adds
+    nothing) and its term weighted by p^`gamma_neg`, each present class's by (1 - p)^`gamma_pos`
+    (the weights as constants, as the authors train). `pos_weight`: `none`, or `frequency`: BCE
+    weighs each class's present labels by its absent / present count in the train split (bottle,
+    in 5 % of VOC photos, ≈ 19; person ≈ 1.5). Either way the loss is the mean over the labels
+    that count (difficult-only ones masked out), on the train split and on val alike.
+    """
+
+    kind: Literal["bce", "asymmetric"] = "bce"
+    pos_weight: Literal["none", "frequency"] = "none"
+    gamma_neg: NonNegativeFloat = 4.0
+    gamma_pos: NonNegativeFloat = 0.0
+    clip: Annotated[float, Field(ge=0, lt=1)] = 0.05
+
+    @model_validator(mode="after")
+    def _pos_weight_is_for_bce(self) -> LossSettings:
+        if self.pos_weight != "none" and self.kind != "bce":
+            raise ValueError("loss.pos_weight is for kind: bce (the asymmetric loss has its own)")
+        return self
+
+
 class AugmentSettings(_Section):
     """Augmentation strengths for the phase presets (the study's values by default)."""
 
@@ -205,6 +230,7 @@ class Settings(_Section):
     data: DataSettings
     model: ModelSettings = ModelSettings()
     optim: OptimSettings = OptimSettings()
+    loss: LossSettings = LossSettings()
     augment: AugmentSettings = AugmentSettings()
     train: TrainSettings
     evaluate: EvaluateSettings = EvaluateSettings()
