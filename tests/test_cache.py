@@ -35,7 +35,8 @@ from vocproj.data.transforms import augmentations, build_transform, denormalise
 from vocproj.data.voc import CLASSES, VOCClassification, open_devkit_split, read_devkit_split
 from vocproj.errors import DatasetError
 from vocproj.model.network import build_model
-from vocproj.training.phases import loader, state_for_model, train_one_epoch
+from vocproj.training.batches import loader
+from vocproj.training.phases import state_for_model, train_one_epoch
 from vocproj.training.runtime import Runtime
 
 SIZE = 32

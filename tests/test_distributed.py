@@ -28,6 +28,7 @@ from vocproj.config import load_profile
 from vocproj.data.prepare import open_split
 from vocproj.errors import ConfigError, TrainingFailed
 from vocproj.model.network import build_model, load_checkpoint
+from vocproj.training.batches import loader
 from vocproj.training.distributed import (
     EpochBatches,
     SeededItems,
@@ -38,7 +39,7 @@ from vocproj.training.distributed import (
     shard,
     synced_batchnorm,
 )
-from vocproj.training.phases import loader, train_phase
+from vocproj.training.phases import train_phase
 from vocproj.training.runtime import Runtime
 
 from conftest import free_port

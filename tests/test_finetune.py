@@ -14,9 +14,9 @@ from vocproj.config import Profile, load_profile
 from vocproj.data.prepare import open_split
 from vocproj.data.voc import CLASSES
 from vocproj.model.network import build_model, load_checkpoint
+from vocproj.training.batches import loader
+from vocproj.training.features import frozen_features
 from vocproj.training.phases import (
-    frozen_features,
-    loader,
     parameter_groups,
     state_for_model,
     train_one_epoch,

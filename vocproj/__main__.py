@@ -259,7 +259,10 @@ def add_probe(commands: Subcommands) -> None:
         "the linear-probe yardstick: frozen features + logistic regression",
     )  # fmt: skip
     add_profile_option(probe)
-    probe.add_argument("--c", type=float, default=1.0, help="inverse L2 strength (default 1)")
+    probe.add_argument(
+        "--c", type=float, default=None,
+        help="inverse L2 strength (default: cross-validated on the train split)",
+    )  # fmt: skip
     add_no_progress_option(probe)
     add_wait_option(probe)
 
@@ -272,8 +275,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
     profile = load_profile(args.profile)
     result = linear_probe(profile, c=args.c, progress=not args.no_progress)
     print(
-        f"{profile.profile}: linear probe mAP {result['map']:.4f} ({result['n_train']} train, "
-        f"{result['n_val']} val images, {result['seconds']:.0f} s): {RunFiles.of(profile).probe}"
+        f"{profile.profile}: linear probe mAP {result['map']:.4f} (C = {result['C']:g}; "
+        f"{result['n_train']} train, {result['n_val']} val images, {result['seconds']:.0f} s): "
+        f"{RunFiles.of(profile).probe}"
     )
 
 

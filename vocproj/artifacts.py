@@ -5,6 +5,7 @@
         splits/<split>.csv       each split as the data stage resolved it: id, files, labels
         phase<N>/last.pt, best.pt
         history.csv              every epoch of every phase so far
+        features/<split>.npz     frozen starting features (vocproj/training/features.py)
         scores_<split>.npz       the best checkpoint's probabilities (vocproj/metrics/multilabel.py)
         model.onnx               `python -m vocproj export`'s model (vocproj/serving/export.py)
     reports/<profile>/
@@ -35,6 +36,7 @@ from vocproj.io import atomic_write_json
 
 RECORD_FILE = "run.json"
 SPLIT_LISTS_DIR = "splits"  # <split>.csv: each split as the data stage resolved it
+FEATURES_DIR = "features"  # <split>.npz: the starting weights' frozen features
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
 HISTORY_FIELDS = (
     "phase", "epoch", "global_epoch", "preset", "train_loss", "val_loss", "val_map", "lr",
@@ -136,6 +138,10 @@ class RunFiles:
 
     def scores(self, split: str) -> Path:
         return self.run_dir / f"scores_{split}.npz"
+
+    def features(self, split: str) -> Path:
+        """The starting weights' frozen features of a split (vocproj/training/features.py)."""
+        return self.run_dir / FEATURES_DIR / f"{split}.npz"
 
     @property
     def onnx(self) -> Path:

@@ -30,7 +30,8 @@ from vocproj.locks import owns_run_folder
 from vocproj.metrics.calibration import write_calibration
 from vocproj.metrics.multilabel import mean_average_precision, save_scores, write_metrics
 from vocproj.model.network import checkpoint_normalisation, load_checkpoint, model_from_checkpoint
-from vocproj.training.phases import loader, on_runtime, predict_logits
+from vocproj.training.batches import loader, predict_logits
+from vocproj.training.phases import on_runtime
 from vocproj.training.runtime import Runtime, runtime_for, select_num_workers
 
 

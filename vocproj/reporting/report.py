@@ -652,11 +652,20 @@ def _yardstick(inputs: ReportInputs) -> str:
 ### The linear-probe yardstick
 
 The starting weights frozen, their {probe["features"]} features of each image (eval
-preprocessing) and one logistic regression per class (L2, C = {probe["C"]:g}) fitted on the
-{probe["n_train"]} training images give **mAP {fmt(probe["map"])}** on the {probe["n_val"]}
-validation images (`probe.json`, {format_seconds(probe["seconds"])}). This run's training
-reaches {fmt(inputs.metrics["map"])}, {gain:+.4f} against it.
+preprocessing) and one logistic regression per class (L2, C = {probe["C"]:g}{_chosen_c(probe)})
+fitted on the {probe["n_train"]} training images give **mAP {fmt(probe["map"])}** on the
+{probe["n_val"]} validation images (`probe.json`, {format_seconds(probe["seconds"])}). This
+run's training reaches {fmt(inputs.metrics["map"])}, {gain:+.4f} against it.
 """
+
+
+def _chosen_c(probe: dict[str, Any]) -> str:
+    """How the probe's C was chosen: the cross-validated mAP of each C tried, if it was."""
+    cv = probe.get("cross_validation")
+    if not cv:
+        return ""
+    tried = ", ".join(f"{c}: {fmt(value)}" for c, value in cv["map_by_C"].items())
+    return f", the best of {cv['folds']}-fold cross-validation on the training images: {tried}"
 
 
 def _per_class(inputs: ReportInputs) -> str:

@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 from vocproj import __version__
 from vocproj.artifacts import HISTORY_FIELDS, RunFiles, read_history
 from vocproj.config import PhaseSettings, Profile, Settings, load_profile
-from vocproj.data.cache import BatchAugment, CachedVOCClassification
 from vocproj.data.prepare import open_split, prepared
 from vocproj.data.transforms import augmentations
 from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
@@ -62,23 +61,22 @@ from vocproj.model.network import (
     model_from_checkpoint,
     save_checkpoint,
 )
+from vocproj.training.batches import loader, predict_logits
 from vocproj.training.distributed import (
     SINGLE_PROCESS,
-    EpochBatches,
-    SeededItems,
     World,
     barrier,
     check_batch_size,
     current_world,
     data_parallel,
     gather_in_order,
-    image_seeds,
     main_process_first,
-    shard,
     sum_over_ranks,
     synced_batchnorm,
     unwrapped,
 )
+from vocproj.training.features import FeatureItems, frozen_features, starting_features
+from vocproj.training.losses import MultiLabelLoss, loss_for
 from vocproj.training.runtime import Runtime, derived_seed, runtime_for, seed_everything
 
 # Settings that change how fast or where a run goes, not what it computes (beyond rounding).
@@ -104,6 +102,7 @@ class PhaseState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.inf
     world: World = SINGLE_PROCESS
+    loss: MultiLabelLoss = field(default_factory=MultiLabelLoss)
 
     @property
     def head(self) -> nn.Module:
@@ -205,11 +204,10 @@ def new_phase_state(
     world: World = SINGLE_PROCESS,
 ) -> PhaseState:
     """Phase 1 starts from the profile's weights; phase N from phase N-1's final weights."""
-    settings = profile.settings
-    seed_everything(derived_seed(settings.seed, "init"))
     if phase == 1:
-        model = build_model(settings.model.backbone, settings.model.weights, len(classes))
+        model = starting_model(profile, classes)
         return state_for_model(profile, phase, runtime, model, classes, world)
+    seed_everything(derived_seed(profile.settings.seed, "init"))
     previous = require_finished_phase(profile, phase - 1)
     path = RunFiles.of(profile).last(phase - 1)
     model = model_from_checkpoint(previous, classes, path)
@@ -218,6 +216,14 @@ def new_phase_state(
     if world.is_main:
         carry_best_checkpoint(profile, phase)
     return state
+
+
+def starting_model(profile: Profile, classes: tuple[str, ...]) -> nn.Module:
+    """Phase 1's starting network: the profile's weights, a random head (and a random
+    initialisation with weights: none) drawn from the profile's seed."""
+    seed_everything(derived_seed(profile.settings.seed, "init"))
+    settings = profile.settings.model
+    return build_model(settings.backbone, settings.weights, len(classes))
 
 
 def state_for_model(
@@ -363,80 +369,6 @@ def discard_phases_from(profile: Profile, phase: int) -> None:
         shutil.rmtree(RunFiles.of(profile).phase_dir(later), ignore_errors=True)
 
 
-def masked_bce(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    kept: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Mean binary cross-entropy over the entries the mask keeps (difficult ones masked out).
-
-    `kept`: the number of kept entries to divide by (the whole global batch's, under DDP).
-    """
-    losses = nn.functional.binary_cross_entropy_with_logits(
-        logits.float(), target, reduction="none"
-    )
-    return (losses * mask).sum() / (mask.sum() if kept is None else kept).clamp(min=1)
-
-
-class Batches:
-    """A DataLoader's batches; uint8 images are moved to the device and finished there.
-
-    The DataLoader's iterator starts with the first batch asked for, not at `iter()`: tqdm.auto
-    calls `iter()` once more than it iterates, and each DataLoader iterator starts its own
-    worker processes. A seeded epoch's batches are finished with each image's own seed.
-    """
-
-    def __init__(
-        self,
-        data_loader: torch.utils.data.DataLoader,
-        runtime: Runtime,
-        finish: BatchAugment | None = None,
-        epoch_seed: int | None = None,
-    ) -> None:
-        self.data_loader, self.runtime, self.finish = data_loader, runtime, finish
-        self.epoch_seed = epoch_seed
-
-    def __len__(self) -> int:
-        return len(self.data_loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        device, non_blocking = self.runtime.device, self.runtime.pin_memory
-        seeded = self.epoch_seed is not None
-        indices = iter(self.data_loader.batch_sampler) if seeded else None
-        for images, target, mask, ids in self.data_loader:
-            if self.finish is not None:
-                seeds = image_seeds(self.epoch_seed, next(indices)) if indices else None
-                images = self.finish(images.to(device, non_blocking=non_blocking), seeds)
-            yield images, target, mask, ids
-
-
-def loader(
-    dataset: Any, batch_size: int, runtime: Runtime, seed: int | None, world: World = SINGLE_PROCESS
-) -> Batches:
-    """Batches of the dataset for this process.
-
-    With a seed: its share of the epoch's global batches of `batch_size`, in the seeded order,
-    each image augmented from its own seed. Without: its shard of the split, in order.
-    A cached split is loaded as uint8 images, finished (augmented, normalised) on the device.
-    """
-    cached = isinstance(dataset, CachedVOCClassification)
-    items, finish = dataset.batches(runtime.augment_on_device) if cached else (dataset, None)
-    workers, pin = runtime.num_workers, runtime.pin_memory
-    if seed is None:
-        part = shard(len(items), world)
-        in_order = torch.utils.data.Subset(items, part) if world.is_distributed else items
-        data_loader = torch.utils.data.DataLoader(
-            in_order, batch_size=batch_size, num_workers=workers, pin_memory=pin
-        )
-    else:
-        batches = EpochBatches(len(items), batch_size, seed, world)
-        data_loader = torch.utils.data.DataLoader(
-            SeededItems(items, seed), batch_sampler=batches, num_workers=workers, pin_memory=pin
-        )
-    return Batches(data_loader, runtime, finish, seed)
-
-
 def train_one_epoch(
     state: PhaseState,
     network: nn.Module,
@@ -463,7 +395,7 @@ def train_one_epoch(
         mask = mask.to(runtime.device, non_blocking=runtime.pin_memory)
         with runtime.autocast():
             logits = network(x)
-        share = masked_bce(logits, target, mask, kept=sum_over_ranks(mask.sum(), world))
+        share = state.loss(logits, target, mask, kept=sum_over_ranks(mask.sum(), world))
         state.optimizer.zero_grad(set_to_none=True)
         scaler.scale(share * world.size).backward()
         scaler.step(state.optimizer)
@@ -501,78 +433,22 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         )
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, batches: Iterable[Any], runtime: Runtime, progress: bool = False
-) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the model over batches in eval mode: (ids, logits, targets, masks) on the CPU."""
-    model.eval()
-    ids: list[str] = []
-    logits, targets, masks = [], [], []
-    for x, target, mask, batch_ids in tqdm(
-        batches, desc="predict", leave=False, disable=not progress, unit="batch"
-    ):
-        with runtime.autocast():
-            logits.append(model(runtime.to_device(x)).float())
-        targets.append(target)
-        masks.append(mask)
-        ids.extend(batch_ids)
-    return ids, torch.cat(logits).cpu(), torch.cat(targets), torch.cat(masks)
-
-
-class FeatureItems(torch.utils.data.Dataset):
-    """A split as the head sees it: (features, target, mask, id) items."""
-
-    def __init__(self, features: torch.Tensor, split: Any) -> None:
-        self.features, self.split = features, split
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
-        target = torch.from_numpy(self.split.targets[index])
-        mask = torch.from_numpy(self.split.masks[index])
-        return self.features[index], target, mask, self.split.ids[index]
-
-
-def frozen_features(
-    model: nn.Module,
-    split: Any,
-    batch_size: int,
-    runtime: Runtime,
-    progress: bool,
-    world: World = SINGLE_PROCESS,
-) -> FeatureItems:
-    """What the head receives from the frozen layers for each image of the split (eval mode).
-
-    Under DDP each process computes its shard's features and every process gets them all.
-    """
-    captured: list[torch.Tensor] = []
-    head = model.get_submodule(head_name(model))
-    hook = head.register_forward_hook(lambda _, inputs, __: captured.append(inputs[0].float()))
-    try:
-        batches = loader(split, batch_size, runtime, seed=None, world=world)
-        predict_logits(model, batches, runtime, progress)
-    finally:
-        hook.remove()
-    features = gather_in_order(torch.cat(captured).cpu(), len(split), world)
-    return FeatureItems(features, split)
-
-
 def validate(
     network: nn.Module,
     batches: Iterable[Any],
     runtime: Runtime,
     labels: np.ndarray,
     world: World = SINGLE_PROCESS,
+    loss: MultiLabelLoss | None = None,
 ):
-    """Validation loss (masked BCE) and mAP (VOC AP, difficult-only left out).
+    """Validation loss (the training loss, BCE by default) and mAP (VOC AP, difficult-only
+    left out).
 
     Under DDP each process scores its shard of the split; the scores are gathered in order.
     """
     _, logits, target, mask = predict_logits(unwrapped(network), batches, runtime)
     logits, target, mask = (gather_in_order(t, len(labels), world) for t in (logits, target, mask))
-    val_loss = masked_bce(logits, target, mask).item()
+    val_loss = (loss or MultiLabelLoss())(logits, target, mask).item()
     val_map, _ = mean_average_precision(torch.sigmoid(logits).numpy(), labels)
     return val_loss, val_map
 
@@ -730,8 +606,10 @@ def run_epochs(
 ) -> None:
     """The remaining epochs of a phase, each seeded from (seed, phase, epoch) and saved at once."""
     world = state.world
-    inputs = phase_inputs(profile, settings, state, runtime, splits, progress)
+    inputs = phase_inputs(profile, phase, settings, state, runtime, splits, progress)
     network, train_items, val_set, val_items = inputs
+    train_set = splits[0]
+    state.loss = loss_for(profile.settings.loss, train_set.targets, train_set.masks)
     network = data_parallel(network, world, runtime.device)
     eval_batch_size = profile.settings.train.eval_batch_size
     val_batches = loader(val_items, eval_batch_size, runtime, seed=None, world=world)
@@ -747,7 +625,9 @@ def run_epochs(
         where = f"phase {phase} epoch {epoch}"
         train_loss, images = train_one_epoch(state, network, batches, runtime, where, progress)
         train_seconds = time.perf_counter() - started
-        val_loss, val_map = validate(network, val_batches, runtime, val_set.labels, world)
+        val_loss, val_map = validate(
+            network, val_batches, runtime, val_set.labels, world, state.loss
+        )
         check_finite(torch.tensor(val_loss), f"{where}, validation")
         state.scheduler.step()
         improved = val_loss < state.best_val_loss
@@ -778,13 +658,14 @@ def phase_splits(
 
 def phase_inputs(
     profile: Profile,
+    phase: int,
     settings: PhaseSettings,
     state: PhaseState,
     runtime: Runtime,
     splits: tuple[Any, Any],
     progress: bool,
 ) -> tuple[nn.Module, Any, Any, Any]:
-    """(network to train, train items, val split, val items) of a phase.
+    """(network to train, train items, val split, val items) of phase `phase`.
 
     A head-only phase whose preset has no randomness trains the head on features of the frozen
     layers, computed once per split; any other phase trains the model on images.
@@ -792,10 +673,24 @@ def phase_inputs(
     train_set, val_set = splits
     if not (state.head_only and not augmentations(settings.preset, profile.settings.augment)):
         return state.model, train_set, val_set, val_set
-    batch_size, world = profile.settings.train.eval_batch_size, state.world
-    train_features = frozen_features(state.model, train_set, batch_size, runtime, progress, world)
-    val_features = frozen_features(state.model, val_set, batch_size, runtime, progress, world)
+    train_features, val_features = (
+        phase_features(profile, phase, state, split, runtime, progress)
+        for split in (train_set, val_set)
+    )
     return state.head, train_features, val_set, val_features
+
+
+def phase_features(
+    profile: Profile, phase: int, state: PhaseState, split: Any, runtime: Runtime, progress: bool
+) -> FeatureItems:
+    """The frozen layers' features of a split; phase 1's are the starting weights', kept on disk
+    for the linear probe (and read back from there when current)."""
+    if phase == 1:
+        return starting_features(
+            profile, split, runtime, lambda: state.model, progress, state.world
+        )
+    batch_size = profile.settings.train.eval_batch_size
+    return frozen_features(state.model, split, batch_size, runtime, progress, state.world)
 
 
 def train_phases(
