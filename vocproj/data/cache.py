@@ -231,10 +231,11 @@ class CachedVOCClassification(VOCClassification):
         return self.transform(self.stored_image(index)), target, mask, self.ids[index]
 
     def uint8_image(self, index: int, augmented: bool) -> torch.Tensor:
-        """The cached image as 3×S×S uint8, after the preset's random part if `augmented`."""
+        """The cached image as S×S×3 uint8 (the cache's and PIL's layout), after the preset's
+        random part if `augmented`."""
         if augmented and self.randomness is not None:
-            return F.pil_to_tensor(self.randomness(self.stored_image(index)))
-        return torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
+            return torch.from_numpy(np.array(self.randomness(self.stored_image(index))))
+        return torch.from_numpy(np.array(self.images[index]))
 
     def batches(self, on_device: bool) -> tuple[UInt8Items, BatchAugment]:
         """The uint8 items to batch and the step that finishes a batch on the device.
@@ -247,7 +248,8 @@ class CachedVOCClassification(VOCClassification):
 
 
 class UInt8Items(torch.utils.data.Dataset):
-    """A cached split's items with the image as 3×S×S uint8, augmented per item or not."""
+    """A cached split's items with the image as S×S×3 uint8, augmented per item or not; a
+    DataLoader batches them with `collate_channels_last`."""
 
     def __init__(self, split: CachedVOCClassification, augmented: bool) -> None:
         self.split, self.augmented = split, augmented
@@ -260,6 +262,20 @@ class UInt8Items(torch.utils.data.Dataset):
         target = torch.from_numpy(split.targets[index])
         mask = torch.from_numpy(split.masks[index])
         return split.uint8_image(index, self.augmented), target, mask, split.ids[index]
+
+
+def collate_channels_last(
+    items: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """UInt8Items' items as one batch: the images B×3×S×S uint8 in channels-last layout.
+
+    The images are stacked as they are stored (S×S×3 each) and the batch is a view of them in
+    B×3×S×S order: what a channels-last network takes, with no copy that transposes the pixels
+    (nor a second one back, as stacking 3×S×S images then converting them to channels-last did).
+    """
+    images, targets, masks, ids = zip(*items, strict=True)
+    batch = torch.stack(images).permute(0, 3, 1, 2)
+    return batch, torch.stack(targets), torch.stack(masks), ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +305,7 @@ class BatchAugment:
         self.mean_std: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
-        batch = F.to_dtype(images, torch.float32, scale=True)
+        batch = F.to_dtype(images, torch.float32, scale=True)  # new, in the images' layout
         if self.steps:
             draws = Draws(len(batch) if seeds is None else seeds)
             for step in self.steps:
@@ -297,7 +313,8 @@ class BatchAugment:
         return self.normalise(batch)
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        """F.normalize's arithmetic, with the mean and std kept on the batch's device."""
+        """F.normalize's arithmetic in place on a float batch of the caller's own, with the mean
+        and std kept on the batch's device."""
         if batch.device not in self.mean_std:
             mean, std = self.normalisation
             self.mean_std[batch.device] = (
@@ -305,7 +322,7 @@ class BatchAugment:
                 on_device(torch.tensor(std).view(-1, 1, 1), batch.device),
             )
         mean, std = self.mean_std[batch.device]
-        return batch.sub(mean).div_(std)
+        return batch.sub_(mean).div_(std)
 
 
 class Draws:

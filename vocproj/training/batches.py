@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vocproj.data.cache import BatchAugment, CachedVOCClassification
+from vocproj.data.cache import BatchAugment, CachedVOCClassification, collate_channels_last
 from vocproj.training.distributed import (
     SINGLE_PROCESS,
     EpochBatches,
@@ -70,17 +70,19 @@ def loader(
     """
     cached = isinstance(dataset, CachedVOCClassification)
     items, finish = dataset.batches(runtime.augment_on_device) if cached else (dataset, None)
-    workers, pin = runtime.num_workers, runtime.pin_memory
+    options = {
+        "num_workers": runtime.num_workers,
+        "pin_memory": runtime.pin_memory,
+        "collate_fn": collate_channels_last if cached else None,
+    }
     if seed is None:
         part = shard(len(items), world)
         in_order = torch.utils.data.Subset(items, part) if world.is_distributed else items
-        data_loader = torch.utils.data.DataLoader(
-            in_order, batch_size=batch_size, num_workers=workers, pin_memory=pin
-        )
+        data_loader = torch.utils.data.DataLoader(in_order, batch_size=batch_size, **options)
     else:
         batches = EpochBatches(len(items), batch_size, seed, world)
         data_loader = torch.utils.data.DataLoader(
-            SeededItems(items, seed), batch_sampler=batches, num_workers=workers, pin_memory=pin
+            SeededItems(items, seed), batch_sampler=batches, **options
         )
     return Batches(data_loader, runtime, finish, seed)
 
