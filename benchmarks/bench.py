@@ -1,7 +1,7 @@
 """`make bench`: vocproj's training and evaluation throughput beside the study's pipeline.
 
 On VOC-sized pictures (the sample generator's images upscaled to 500 px on the long side, with
-sensor-like noise, saved as JPEG quality 90: VOC's typical 500×375 JPEG) at 224 px, with the
+sensor-like noise, saved as JPEG quality 90: VOC's typical 500×375 JPEG), with the
 voc2012 profile's batch sizes, it measures images per second of
 
   (a) baseline   the study's straightforward pipeline: every item decoded with PIL, resized and
@@ -17,12 +17,12 @@ After a warm-up, the configurations take turns (a, b, c, a, b, c, ...) so that a
 with something else slows them alike, and the median repetition counts. The table goes to the
 terminal and everything to reports/bench.json. The cache build is timed apart: it happens once.
 
-Both backbones, ResNet18 and EfficientNet-Lite0 (each with its own input normalisation), go
-through the same measurements on the same images and cache, one after the other, with the same
-sizes. The sizes were reduced when Lite0 joined (from 192 train images per epoch, 256 val images
-and 5 repetitions): on a 2-core AVX2 CPU, where `auto` precision is fp32, the old sizes were
-estimated at about 20 minutes for ResNet18 alone; now the whole bench is meant to take about
-12 minutes there (`--train-images`, `--val-images`, `--repeats` and `--backbones` change that).
+Every backbone, ResNet18 at `--size` and EfficientNet-Lite0, -Lite1 and -Lite2 each at its
+native input size (224, 240, 260 px; each with its own input normalisation), goes through the
+same measurements on the same images, one after the other, with the same numbers of images
+(`--train-images`, `--val-images`, `--repeats` and `--backbones` change them). The one target
+it checks is the loop's: vocproj's rate at least 0.9 of the model alone's, in training and
+evaluation; the ratios to the study's pipeline are reported as measured.
 
 The image cache's build on real photographs is measured too: the val split of the
 voc2007-real tree (1,000 photos), at the same size, in single-process decode alone and in whole
@@ -31,7 +31,7 @@ cache builds (`ensure_cache`, into a temporary folder) with two JPEG decoders, P
 PIL geometry; each image-per-second figure is the median of interleaved repetitions, and the
 largest pixel difference between the two decoders is recorded.
 
-Prediction (benchmarks/prediction.py): for both backbones, PyTorch eager (channels-last, as
+Prediction (benchmarks/prediction.py): for every backbone, PyTorch eager (channels-last, as
 `predict --profile` runs it, and NCHW) beside ONNX Runtime (as `predict --onnx` runs it) on
 the first 64 val photos of the real tree: images/s at batch 32, latency at batch 1, and
 `predict_files` from JPEG files to labels.
@@ -39,13 +39,13 @@ the first 64 val photos of the real tree: images/s at batch 32, latency at batch
 reports/bench.json holds
 
   train, eval         ResNet18's results, where they were before (= backbones.resnet18's)
-  backbones           {backbone: {train, eval, normalisation, seconds}}, train and eval each
-                      with baseline_ips, vocproj_ips, model_only_ips, ratio_vs_baseline,
-                      ratio_vs_model_only and repetitions_ips
+  backbones           {backbone: {image_size, train, eval, normalisation, seconds}}, train
+                      and eval each with baseline_ips, vocproj_ips, model_only_ips,
+                      ratio_vs_baseline, ratio_vs_model_only and repetitions_ips
   cache_decoding      {photos, split, size, build_processes, decode_ips: {pil, torchvision},
                       build_ips: {...}, repetitions, max_abs_difference: {decode, cache}, ...},
                       or {skipped: why} when the real photographs are not there
-  prediction          {photos, image_size, repeats, latency_calls, torch_threads, onnxruntime,
+  prediction          {photos, image_sizes, repeats, latency_calls, torch_threads, onnxruntime,
                       backbones: {backbone: {batch32_ips, batch1_latency_ms, predict_files_ips
                       (each {pytorch, pytorch_nchw, onnxruntime}), onnxruntime_vs_pytorch,
                       max_abs_difference, seconds}}}, or {skipped: why}
@@ -87,14 +87,10 @@ from vocproj.errors import VocprojError
 from vocproj.evaluation.scoring import predict
 from vocproj.images import input_normalisation
 from vocproj.io import atomic_write_json
+from vocproj.model.efficientnet_lite import NATIVE_SIZE
 from vocproj.model.network import build_model
-from vocproj.training.phases import (
-    loader,
-    on_runtime,
-    predict_logits,
-    state_for_model,
-    train_one_epoch,
-)
+from vocproj.training.batches import loader, predict_logits
+from vocproj.training.phases import on_runtime, state_for_model, train_one_epoch
 from vocproj.training.runtime import (
     Runtime,
     cpu_runs_bf16_natively,
@@ -106,9 +102,12 @@ from vocproj.training.runtime import (
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 VOC_LONG_SIDE = 500
 NOISE_SIGMA = 8.0  # grey levels: gives the upscaled drawings a photo's fine texture
-TARGETS = {"train_vs_baseline": 3.0, "eval_vs_baseline": 2.0, "vs_model_only": 0.9}
+# The one target the project holds: the loop keeps the network busy (training and evaluation
+# at ≥ 0.9 of the model alone). The ratios to the study's pipeline are measured, not targets: on
+# a CPU they are bound by how much faster than float32 its bfloat16 arithmetic is.
+TARGETS = {"vs_model_only": 0.9}
 CONFIGS = ("baseline", "vocproj", "model_only")
-BACKBONES = ("resnet18", "efficientnet_lite0")
+BACKBONES = ("resnet18", *NATIVE_SIZE)
 REAL_PROFILE = "voc2007-real"  # its tree (read in place) holds the real photographs
 REAL_SPLIT = "val"
 DECODERS = ("pil", "torchvision")
@@ -123,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-images", type=int, default=64, help="images per train epoch")
     parser.add_argument("--val-images", type=int, default=128, help="images per evaluation")
     parser.add_argument("--repeats", type=int, default=3, help="measured repetitions")
-    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=224,
+                        help="image side in pixels of ResNet18 and the cache build (each "
+                        "EfficientNet-Lite at its native size)")  # fmt: skip
     backbones = ", ".join(BACKBONES)
     parser.add_argument("--backbones", type=backbone_list, default=list(BACKBONES),
                         help=f"comma-separated, of {backbones} ('': none)")  # fmt: skip
@@ -161,6 +162,11 @@ def write_voc_sized_tree(root: Path, n_train: int, n_val: int) -> Path:
         noisy = pixels + rng.normal(0.0, NOISE_SIGMA, pixels.shape)
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=90)
     return voc
+
+
+def backbone_size(backbone: str, default: int) -> int:
+    """The input size a backbone is measured at: a Lite model's native one, else `default`."""
+    return NATIVE_SIZE.get(backbone, default)
 
 
 def bench_profile(data_root: Path, size: int, backbone: str = "resnet18") -> Profile:
@@ -294,6 +300,7 @@ def backbone_results(profile: Profile, repeats: int) -> dict[str, Any]:
                                    f"{backbone} eval")  # fmt: skip
     normalisation = input_normalisation(backbone)
     return {
+        "image_size": profile.settings.train.image_size,
         "train": train,
         "eval": evaluation,
         "normalisation": {"mean": list(normalisation.mean), "std": list(normalisation.std)},
@@ -443,16 +450,15 @@ def print_table(result: dict[str, Any]) -> None:
     print()
     if not result["backbones"]:
         return print_decoding(result["cache_decoding"])
-    print(f"{'img/s at ' + str(result['setup']['image_size']) + ' px':<26}"
-          f"{'baseline':>10}{'vocproj':>10}{'model only':>12}   "
-          f"{'vocproj / baseline':<32}{'vocproj / model only'}")  # fmt: skip
+    print(f"{'img/s':<31}{'px':>4}{'baseline':>10}{'vocproj':>10}{'model only':>12}   "
+          f"{'vocproj / baseline':>18}   {'vocproj / model only'}")  # fmt: skip
     for backbone, results in result["backbones"].items():
-        for task, target in (("train", "train_vs_baseline"), ("eval", "eval_vs_baseline")):
+        for task in ("train", "eval"):
             row = results[task]
             print(
-                f"{backbone + ' ' + task:<26}{row['baseline_ips']:>10.1f}"
-                f"{row['vocproj_ips']:>10.1f}{row['model_only_ips']:>12.1f}   "
-                f"{verdict(row['ratio_vs_baseline'], TARGETS[target]):<32}"
+                f"{backbone + ' ' + task:<31}{results['image_size']:>4}"
+                f"{row['baseline_ips']:>10.1f}{row['vocproj_ips']:>10.1f}"
+                f"{row['model_only_ips']:>12.1f}   {row['ratio_vs_baseline']:>18.2f}   "
                 f"{verdict(row['ratio_vs_model_only'], TARGETS['vs_model_only'])}"
             )
     print()
@@ -468,9 +474,8 @@ def prediction(args: argparse.Namespace) -> dict[str, Any]:
         print(f"prediction: skipped ({photos})", flush=True)
         return {"skipped": photos}
     paths = list(photos.labelled.image_paths[: args.predict_photos])
-    return prediction_results(
-        args.predict_backbones, paths, args.size, args.repeats, args.latency_calls
-    )
+    sizes = {backbone: backbone_size(backbone, args.size) for backbone in args.predict_backbones}
+    return prediction_results(sizes, paths, args.repeats, args.latency_calls)
 
 
 def print_decoding(decoding: dict[str, Any]) -> None:
@@ -516,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                 open_split(profile, split, "eval", progress=True)
             cache_seconds = time.perf_counter() - cache_started
         for backbone in args.backbones:
+            size = backbone_size(backbone, args.size)
             backbones[backbone] = backbone_results(
-                bench_profile(Path(tmp), args.size, backbone), args.repeats
+                bench_profile(Path(tmp), size, backbone), args.repeats
             )
     vocproj, baseline = runtime_for(profile), baseline_runtime(profile)
     tasks = ("train", "eval")  # ResNet18's also where the earlier reports had them

@@ -142,23 +142,19 @@ def backbone_prediction(
 
 
 def prediction_results(
-    backbones: Sequence[str],
-    photos: Sequence[Path],
-    size: int,
-    repeats: int,
-    latency_calls: int,
+    sizes: dict[str, int], photos: Sequence[Path], repeats: int, latency_calls: int
 ) -> dict[str, Any]:
-    """bench.json's `prediction`: the setup and each backbone's rows."""
+    """bench.json's `prediction`: the setup and each backbone's rows, at its size in `sizes`."""
     return {
         "photos": len(photos),
-        "image_size": size,
+        "image_sizes": sizes,
         "repeats": repeats,
         "latency_calls": latency_calls,
         "torch_threads": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__,
         "backbones": {
             backbone: backbone_prediction(backbone, photos, size, repeats, latency_calls)
-            for backbone in backbones
+            for backbone, size in sizes.items()
         },
     }
 
@@ -167,21 +163,22 @@ def print_prediction(prediction: dict[str, Any]) -> None:
     if "skipped" in prediction:
         print(f"prediction: skipped ({prediction['skipped']})")
         return
-    print(f"prediction at {prediction['image_size']} px on {prediction['photos']} real photos, "
+    print(f"prediction on {prediction['photos']} real photos (each backbone at its size), "
           f"fp32, medians of {prediction['repeats']} ({prediction['latency_calls']} for "
           f"latency); PyTorch threads {prediction['torch_threads']}, ONNX Runtime "
           f"{prediction['onnxruntime']}")  # fmt: skip
-    print(f"{'':<34}{'batch 32 img/s':>16}{'batch 1 ms':>12}{'files→labels img/s':>21}")
+    print(f"{'':<34}{'px':>4}{'batch 32 img/s':>16}{'batch 1 ms':>12}{'files→labels img/s':>21}")
     for backbone, rows in prediction["backbones"].items():
+        size = prediction["image_sizes"][backbone]
         for engine in ENGINES:
             print(
-                f"{backbone + ' ' + engine:<34}{rows['batch32_ips'][engine]:>16.1f}"
+                f"{backbone + ' ' + engine:<34}{size:>4}{rows['batch32_ips'][engine]:>16.1f}"
                 f"{rows['batch1_latency_ms'][engine]:>12.1f}"
                 f"{rows['predict_files_ips'][engine]:>21.1f}"
             )
         ratio = rows["onnxruntime_vs_pytorch"]
         print(
-            f"{backbone + ' ORT / PyTorch':<34}{ratio['batch32']:>15.2f}×{ratio['batch1']:>11.2f}×"
+            f"{backbone + ' ORT / PyTorch':<38}{ratio['batch32']:>15.2f}×{ratio['batch1']:>11.2f}×"
             f"{ratio['predict_files']:>20.2f}×   (max |ORT - PyTorch| "
             f"{rows['max_abs_difference']['onnxruntime']:.1e})"
         )

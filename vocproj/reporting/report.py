@@ -644,19 +644,23 @@ at threshold {fmt(inputs.metrics["study"]["threshold"], 2)}.
 
 
 def _yardstick(inputs: ReportInputs) -> str:
-    probe = inputs.probe
-    if probe is None:
+    if inputs.probe is None:
         return ""
-    gain = inputs.metrics["map"] - probe["map"]
     return f"""
 ### The linear-probe yardstick
 
-The starting weights frozen, their {probe["features"]} features of each image (eval
+{probe_summary(inputs.probe, inputs.metrics["map"])}
+"""
+
+
+def probe_summary(probe: dict[str, Any], fine_tuned_map: float) -> str:
+    """What the linear probe (probe.json) measured, and the fine-tuned mAP against it."""
+    gain = fine_tuned_map - probe["map"]
+    return f"""The starting weights frozen, their {probe["features"]} features of each image (eval
 preprocessing) and one logistic regression per class (L2, C = {probe["C"]:g}{_chosen_c(probe)})
 fitted on the {probe["n_train"]} training images give **mAP {fmt(probe["map"])}** on the
 {probe["n_val"]} validation images (`probe.json`, {format_seconds(probe["seconds"])}). This
-run's training reaches {fmt(inputs.metrics["map"])}, {gain:+.4f} against it.
-"""
+run's training reaches {fmt(fine_tuned_map)}, {gain:+.4f} against it."""
 
 
 def _chosen_c(probe: dict[str, Any]) -> str:
