@@ -17,7 +17,7 @@ from test_browser import text, upload
 from vocproj.config import PARAMS_DIR, Profile, load_profile
 from vocproj.data.prepare import prepare_data
 from vocproj.data.voc import CLASSES, read_split_ids
-from vocproj.evaluation.probe import linear_probe
+from vocproj.evaluation.probe import C_GRID, linear_probe
 from vocproj.evaluation.scoring import evaluate
 from vocproj.reporting.browser import build_browser
 from vocproj.training.phases import train_phases
@@ -88,6 +88,8 @@ def test_imagenet_features_learn_real_photos_in_one_short_run(trained: dict):
 def test_the_project_computes_its_own_linear_probe(real_profile: Profile, trained: dict):
     probe = linear_probe(real_profile, progress=False)
     assert probe["n_train"] == 240 and probe["features"] == 1280
+    assert probe["features_reused"]  # phase 1 trained the head on the same features
+    assert probe["C"] in C_GRID and len(probe["cross_validation"]["map_by_C"]) == len(C_GRID)
     assert 0.4 < probe["map"] < 1.0
     assert json.loads((real_profile.report_dir / "probe.json").read_text()) == probe
 
