@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from torch import nn
 from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
 from vocproj.data.cache import file_stamps
-from vocproj.io import atomic_write
+from vocproj.io import atomic_write, remove_temporaries
 from vocproj.model.network import head_name
 from vocproj.training.batches import loader, predict_logits
 from vocproj.training.distributed import SINGLE_PROCESS, World, gather_in_order
@@ -99,7 +100,7 @@ def weights_stamp(profile: Profile) -> list[int] | None:
     return file_stamps([profile.resolve(weights)])[0]
 
 
-def read_features(path: Any, key: dict[str, Any]) -> torch.Tensor | None:
+def read_features(path: Path, key: dict[str, Any]) -> torch.Tensor | None:
     """The features stored at `path` if they were computed for `key`, else None."""
     try:
         with np.load(path) as stored:
@@ -110,7 +111,9 @@ def read_features(path: Any, key: dict[str, Any]) -> torch.Tensor | None:
         return None
 
 
-def write_features(path: Any, features: torch.Tensor, key: dict[str, Any]) -> None:
+def write_features(path: Path, features: torch.Tensor, key: dict[str, Any]) -> None:
+    """Write the features and their key atomically (a killed write's leftover removed first)."""
+    remove_temporaries(path.parent, path.name)
     atomic_write(
         path, lambda handle: np.savez(handle, features=features.numpy(), key=json.dumps(key))
     )
