@@ -1,5 +1,6 @@
 """Frozen starting features: computed once by a head-only first phase, reused by the linear probe,
-computed again when what they depend on changes; the probe's C chosen by cross-validation."""
+computed again when what they depend on changes; the probe's C chosen by cross-validation; a
+first phase that makes the head the probe's fit."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from vocproj.artifacts import RunFiles
 from vocproj.config import Profile
 from vocproj.data.prepare import open_split
 from vocproj.data.voc import CLASSES
-from vocproj.evaluation.probe import C_GRID, linear_probe
+from vocproj.errors import ConfigError
+from vocproj.evaluation.probe import linear_probe
+from vocproj.model.network import load_checkpoint
 from vocproj.training.features import frozen_features
+from vocproj.training.logistic import C_GRID, fit_logistic_head
 from vocproj.training.phases import on_runtime, starting_model, train_phases
 from vocproj.training.runtime import runtime_for
 
@@ -83,3 +87,46 @@ def test_a_stale_features_file_is_not_read(head_phase: Profile):
     probe = linear_probe(head_phase, progress=False)
     assert not probe["features_reused"]
     assert torch.from_numpy(stored(head_phase, "val")).abs().sum() > 0
+
+
+@pytest.fixture
+def probe_then_all(tmp_path: Path, small_sample: Path) -> Profile:
+    phases = [
+        {"preset": "resize_crop", "epochs": 1, "train": "probe"},
+        {"preset": "rotate", "epochs": 1},
+    ]
+    return profile_with(tmp_path / "p", small_sample.parents[1], phases)
+
+
+def test_a_probe_phase_makes_the_head_the_yardsticks_fit(probe_then_all: Profile):
+    history = train_phases(probe_then_all, [1])
+    probe = linear_probe(probe_then_all, progress=False)
+    assert probe["features_reused"]
+    split = open_split(probe_then_all, "train", "eval", progress=False)
+    fitted = fit_logistic_head(stored(probe_then_all, "train"), split.targets, split.masks,
+                               probe["C"])  # fmt: skip
+    head = load_checkpoint(RunFiles.of(probe_then_all).last(1))["model"]
+    np.testing.assert_allclose(head["fc.weight"].numpy(), fitted.weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(head["fc.bias"].numpy(), fitted.biases, rtol=1e-5, atol=1e-7)
+    assert history[0]["val_map"] == pytest.approx(probe["map"], abs=1e-3)
+    assert np.isnan(history[0]["lr"])  # no learning rate: one fit
+
+
+def test_fine_tuning_starts_from_the_probes_head(probe_then_all: Profile):
+    train_phases(probe_then_all)
+    files = RunFiles.of(probe_then_all)
+    after_probe, after_all = (load_checkpoint(files.last(p))["model"] for p in (1, 2))
+    assert not torch.equal(after_probe["fc.weight"], after_all["fc.weight"])
+    assert not torch.equal(after_probe["conv1.weight"], after_all["conv1.weight"])
+
+
+@pytest.mark.parametrize(
+    ("phase", "problem"),
+    [({"preset": "resize_crop", "epochs": 3, "train": "probe"}, "epochs: 1"),
+     ({"preset": "rotate", "epochs": 1, "train": "probe"}, "preset: resize_crop")],
+)  # fmt: skip
+def test_a_probe_phase_is_one_fit_on_plain_images(
+    tmp_path: Path, small_sample: Path, phase: dict, problem: str
+):
+    with pytest.raises(ConfigError, match=problem):
+        profile_with(tmp_path / "p", small_sample.parents[1], [phase])

@@ -17,9 +17,10 @@ from test_browser import text, upload
 from vocproj.config import PARAMS_DIR, Profile, load_profile
 from vocproj.data.prepare import prepare_data
 from vocproj.data.voc import CLASSES, read_split_ids
-from vocproj.evaluation.probe import C_GRID, linear_probe
+from vocproj.evaluation.probe import linear_probe
 from vocproj.evaluation.scoring import evaluate
 from vocproj.reporting.browser import build_browser
+from vocproj.training.logistic import C_GRID
 from vocproj.training.phases import train_phases
 
 pytestmark = pytest.mark.slow

@@ -176,12 +176,24 @@ class PhaseSettings(_Section):
 
     `train: head` trains the new head alone on the frozen pretrained layers (linear probing);
     with a preset without randomness, their features are computed once and the head trained on
-    them, which makes such an epoch nearly free.
+    them, which makes such an epoch nearly free. `train: probe` makes the head the linear
+    probe's fit on those features instead of training it by SGD (one logistic regression per
+    class, C chosen by cross-validation on the train split: vocproj/training/logistic.py): one
+    step, so `epochs: 1`, on the `resize_crop` preset.
     """
 
     preset: Preset
     epochs: PositiveInt
-    train: Literal["all", "head"] = "all"
+    train: Literal["all", "head", "probe"] = "all"
+
+    @model_validator(mode="after")
+    def _probe_is_one_fit_on_plain_images(self) -> PhaseSettings:
+        if self.train == "probe" and (self.epochs != 1 or self.preset != "resize_crop"):
+            raise ValueError(
+                "a phase with train: probe is one fit on features of plain images: give it "
+                "preset: resize_crop and epochs: 1"
+            )
+        return self
 
 
 class TrainSettings(_Section):

@@ -226,6 +226,11 @@ def phase_description(settings: Settings, phase: int) -> str:
     current = phases[phase - 1]
     start = "the profile's starting weights" if phase == 1 else f"phase {phase - 1}'s weights"
     epochs = plural(current.epochs, "epoch")
+    if current.train == "probe":
+        return (
+            f"**Phase {phase} of {len(phases)}** (`{current.preset}`): from {start}, each "
+            f"training image resized and centre-cropped once. {what_learns(settings, current)}"
+        )
     return (
         f"**Phase {phase} of {len(phases)}** (`{current.preset}`): {epochs} from "
         f"{start}; each training image is loaded, then: "
@@ -238,6 +243,12 @@ def phase_description(settings: Settings, phase: int) -> str:
 def what_learns(settings: Settings, phase: PhaseSettings) -> str:
     """Which weights a phase trains, at which learning rates, with BatchNorm frozen or not."""
     optim = settings.optim
+    if phase.train == "probe":
+        return (
+            "Only the new head learns: it is made the linear probe's fit on the frozen features "
+            "(one logistic regression per class, its C chosen by cross-validation on the "
+            "training images); the pretrained layers are frozen."
+        )
     if phase.train == "head":
         learns = (
             f"Only the new head learns (learning rate {optim.lr:g}); the pretrained layers are "

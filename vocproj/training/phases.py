@@ -76,6 +76,7 @@ from vocproj.training.distributed import (
     unwrapped,
 )
 from vocproj.training.features import FeatureItems, frozen_features, starting_features
+from vocproj.training.logistic import best_c, cross_validated_map, fit_logistic_head
 from vocproj.training.losses import MultiLabelLoss, loss_for
 from vocproj.training.runtime import Runtime, derived_seed, runtime_for, seed_everything
 
@@ -179,7 +180,7 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """SGD with the profile's learning rates, momentum and weight decay, and its schedule."""
     optim = profile.settings.optim
-    groups = parameter_groups(model, optim.lr, optim.backbone_lr, phase.train == "head")
+    groups = parameter_groups(model, optim.lr, optim.backbone_lr, phase.train != "all")
     optimizer = torch.optim.SGD(
         groups,
         lr=optim.lr,
@@ -239,7 +240,7 @@ def state_for_model(
     model = on_runtime(model, runtime, sync_batchnorm=sync)
     settings = profile.settings.train.phases[phase - 1]
     optimizer, scheduler = make_optimizer(profile, model, settings)
-    head_only = settings.train == "head"
+    head_only = settings.train in ("head", "probe")
     freeze_bn = profile.settings.optim.freeze_bn
     return PhaseState(model, optimizer, scheduler, classes, head_only, freeze_bn, world=world)
 
@@ -619,17 +620,21 @@ def run_epochs(
     for epoch in bar:
         seed = derived_seed(profile.settings.seed, phase, epoch)
         seed_everything(seed)
-        lr = state.optimizer.param_groups[0]["lr"]
+        lr = state.optimizer.param_groups[0]["lr"] if settings.train != "probe" else math.nan
         started = time.perf_counter()
-        batches = loader(train_items, profile.settings.train.batch_size, runtime, seed, world)
         where = f"phase {phase} epoch {epoch}"
-        train_loss, images = train_one_epoch(state, network, batches, runtime, where, progress)
+        if settings.train == "probe":
+            train_loss, images = fit_head_as_probe(state, train_items, profile.settings.seed)
+        else:
+            batches = loader(train_items, profile.settings.train.batch_size, runtime, seed, world)
+            train_loss, images = train_one_epoch(state, network, batches, runtime, where, progress)
         train_seconds = time.perf_counter() - started
         val_loss, val_map = validate(
             network, val_batches, runtime, val_set.labels, world, state.loss
         )
         check_finite(torch.tensor(val_loss), f"{where}, validation")
-        state.scheduler.step()
+        if settings.train != "probe":  # a fit, not an optimiser's step
+            state.scheduler.step()
         improved = val_loss < state.best_val_loss
         state.best_val_loss = min(val_loss, state.best_val_loss)
         state.epochs_done = epoch
@@ -642,6 +647,27 @@ def run_epochs(
         save_epoch(profile, phase, settings.epochs, state, improved)
         bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
                         val_map=f"{val_map:.3f}")  # fmt: skip
+
+
+def fit_head_as_probe(state: PhaseState, features: FeatureItems, seed: int) -> tuple[float, int]:
+    """Make the head the linear probe's fit on the train features (C cross-validated); return
+    its train loss and the number of images, as an epoch of training does."""
+    x, split = features.features.numpy(), features.split
+    map_by_c = cross_validated_map(x, split.targets, split.masks, seed)
+    fitted = fit_logistic_head(x, split.targets, split.masks, best_c(map_by_c))
+    with torch.no_grad():
+        state.head.weight.copy_(torch.from_numpy(fitted.weights))
+        state.head.bias.copy_(torch.from_numpy(fitted.biases))
+        logits = state.head(features.features.to(state.head.weight.device))
+        targets, masks = (
+            torch.from_numpy(a).to(logits.device) for a in (split.targets, split.masks)
+        )
+        train_loss = state.loss(logits, targets, masks).item()
+    if state.world.is_main:
+        tried = ", ".join(f"{c:g}: {value:.4f}" for c, value in map_by_c.items())
+        tqdm.write(f"the head is the linear probe with C = {best_c(map_by_c):g} (cross-validated "
+                   f"mAP of each C: {tried})")  # fmt: skip
+    return train_loss, len(x)
 
 
 def phase_splits(
