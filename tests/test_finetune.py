@@ -9,6 +9,7 @@ import torch
 import yaml
 from test_train import tiny_profile
 
+import vocproj.training.phases as phases_module
 from vocproj.artifacts import RunFiles
 from vocproj.config import Profile, load_profile
 from vocproj.data.prepare import open_split
@@ -109,3 +110,26 @@ def test_checkpoints_record_the_backbones_input_normalisation(head_then_all: Pro
     train_phases(head_then_all, [1])
     recorded = load_checkpoint(RunFiles.of(head_then_all).last(1))["normalisation"]
     assert recorded == {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+@pytest.mark.parametrize(("rule", "kept"), [("val_loss", 2), ("last", 4)])
+def test_best_checkpoint_keeps_the_lowest_val_loss_or_the_last_epoch(
+    tmp_path: Path, small_sample: Path, monkeypatch: pytest.MonkeyPatch, rule: str, kept: int
+):
+    """Validation losses 0.5, 0.3, 0.4, 0.6 over two phases: best.pt ends as epoch 2 (the
+    lowest) or 4 (the last), and the evaluation's checkpoint is that epoch's weights."""
+    phases = [{"preset": "resize_crop", "epochs": 2}, {"preset": "rotate", "epochs": 2}]
+    profile = profile_with(tmp_path / "p", small_sample.parents[1], phases)
+    raw = profile.to_dict()
+    raw["settings"]["train"]["best_checkpoint"] = rule
+    path = tmp_path / "p" / "params" / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"profile": raw["profile"], "settings": raw["settings"]}))
+    losses = iter([0.5, 0.3, 0.4, 0.6])
+    monkeypatch.setattr(phases_module, "validate", lambda *args: (next(losses), 0.5))
+    train_phases(load_profile(path))
+    files = RunFiles.of(load_profile(path))
+    best = load_checkpoint(files.final_best)
+    assert best["history"][-1]["global_epoch"] == kept
+    assert best["best_val_loss"] == [0.5, 0.3, 0.4, 0.6][kept - 1]
+    weights = load_checkpoint(files.last(kept // 2))["model"]  # each kept epoch ends its phase
+    assert all(torch.equal(best["model"][key], tensor) for key, tensor in weights.items())

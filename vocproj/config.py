@@ -206,6 +206,11 @@ class TrainSettings(_Section):
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 64
     phases: list[PhaseSettings]
+    best_checkpoint: Literal["val_loss", "last"] = Field(
+        default="val_loss",
+        description="the epoch best.pt keeps, which evaluation, the browser, predict and export "
+        "use: the lowest validation loss over all phases so far, or the last epoch trained",
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True

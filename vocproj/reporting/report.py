@@ -612,9 +612,16 @@ def _training(inputs: ReportInputs) -> str:
 
 {table}
 
-The model evaluated below is the checkpoint with the lowest validation loss over all phases:
-phase {best["phase"]}, epoch {best["epoch"]}, validation loss {fmt(best["best_val_loss"])}.
+The model evaluated below is {_which_checkpoint(inputs.settings)}: phase {best["phase"]}, epoch
+{best["epoch"]}, validation loss {fmt(best["best_val_loss"])}.
 """
+
+
+def _which_checkpoint(settings: Settings) -> str:
+    """How train.best_checkpoint picked the evaluated checkpoint, in words."""
+    if settings.train.best_checkpoint == "last":
+        return "the last epoch trained (`train.best_checkpoint: last`)"
+    return "the checkpoint with the lowest validation loss over all phases"
 
 
 def _threshold(inputs: ReportInputs) -> str:

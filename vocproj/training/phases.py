@@ -2,7 +2,8 @@
 
 Files under `runs/<profile>/`:
 - `phaseN/last.pt` after every epoch, `phaseN/best.pt`: the lowest validation loss over all
-  phases so far (phase N starts from a copy of phase N-1's best);
+  phases so far (phase N starts from a copy of phase N-1's best), or the last epoch with
+  `train.best_checkpoint: last`;
 - `history.csv`: one row per finished epoch of every phase, rewritten after each epoch.
 
 Each phase starts from the weights the previous phase ended with, with a fresh optimiser: the
@@ -635,8 +636,8 @@ def run_epochs(
         check_finite(torch.tensor(val_loss), f"{where}, validation")
         if settings.train != "probe":  # a fit, not an optimiser's step
             state.scheduler.step()
-        improved = val_loss < state.best_val_loss
-        state.best_val_loss = min(val_loss, state.best_val_loss)
+        improved = keeps_as_best(profile.settings.train.best_checkpoint, val_loss, state)
+        state.best_val_loss = val_loss if improved else state.best_val_loss
         state.epochs_done = epoch
         state.history.append({
             "phase": phase, "epoch": epoch, "global_epoch": first_global + epoch,
@@ -647,6 +648,12 @@ def run_epochs(
         save_epoch(profile, phase, settings.epochs, state, improved)
         bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
                         val_map=f"{val_map:.3f}")  # fmt: skip
+
+
+def keeps_as_best(rule: str, val_loss: float, state: PhaseState) -> bool:
+    """Whether this epoch becomes best.pt: a lower validation loss than the best so far, or
+    every epoch when the rule is `last` (so that best.pt ends as the last one)."""
+    return rule == "last" or val_loss < state.best_val_loss
 
 
 def fit_head_as_probe(state: PhaseState, features: FeatureItems, seed: int) -> tuple[float, int]:
