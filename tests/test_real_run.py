@@ -56,11 +56,8 @@ def real_profile(real_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Pr
     settings = raw["settings"]
     settings["data"].update(source="local", root=str(project / "data"), prefer_roots=[])
     settings["train"].update(image_size=96, progress=False, precision="fp32")
-    settings["train"]["phases"] = [
-        {"preset": "resize_crop", "epochs": 20, "train": "head"},
-        {"preset": "rotate", "epochs": 1},
-        {"preset": "jitter_flip", "epochs": 1},
-    ]
+    for phase in settings["train"]["phases"][1:]:
+        phase["epochs"] = 1  # the profile's phases, each fine-tuning phase one epoch long
     settings.update(runs_dir=str(project / "runs"), reports_dir=str(project / "reports"))
     path = project / "params" / "real-small.yaml"
     path.parent.mkdir()
