@@ -1,12 +1,12 @@
 """The helpers of benchmarks/gpu.sh: pack what a GPU machine needs, write its profile, sum up.
 
     python benchmarks/gpu.py pack SHARED_TREE CARRY     (here: photos and lists into CARRY)
-    python benchmarks/gpu.py profile CARRY WORK         (there: WORK/params/voc2007-real.yaml)
+    python benchmarks/gpu.py profile CARRY WORK         (there: WORK/params/voc2007-real-lite0.yaml)
     python benchmarks/gpu.py summary BENCH_JSON WORK SECONDS_JSON OUT_MD
 
 So that what is copied to the GPU machine stays small (about 50 MB), `pack` keeps of each of
-the study's 2,000 photos only what its training and evaluation read: the image cache holds the
-short side resized to 224 px and centre-cropped, so that 224×224 image
+the study's 2,000 photos only what the Lite0 study (`voc2007-real-lite0`, at 224 px) reads:
+the image cache holds the short side resized to 224 px and centre-cropped, so that 224×224 image
 (`vocproj.data.cache.decode_for_cache`), as JPEG quality 85 (about 13 KB). The study's numbers on
 these differ slightly from those on the original JPEGs (one more JPEG round trip); its speed
 does not.
@@ -30,6 +30,7 @@ from vocproj.data.voc import jpeg_path, read_split_ids
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SIDE = 224
+STUDY = "voc2007-real-lite0"  # the profile whose input size SIDE is
 QUALITY = 85
 FULL_STUDY = {"train_images": 5717, "val_images": 5823, "epochs": 45}  # VOC2012, 3 x 15 epochs
 
@@ -52,13 +53,13 @@ def pack(shared_tree: Path, carry: Path) -> None:
 
 
 def write_profile(carry: Path, work: Path) -> Path:
-    """The voc2007-real profile reading the carried photos, with its files under `work`."""
-    raw = yaml.safe_load((PROJECT_DIR / "params" / "voc2007-real.yaml").read_text())
+    """The study's profile reading the carried photos, with its files under `work`."""
+    raw = yaml.safe_load((PROJECT_DIR / "params" / f"{STUDY}.yaml").read_text())
     settings = raw["settings"]
     settings["data"].update(root=str(work / "data"), prefer_roots=[str(carry / "voc2007-real")])
     settings["train"]["progress"] = False
     settings.update(runs_dir=str(work / "runs"), reports_dir=str(work / "reports"))
-    path = work / "params" / "voc2007-real.yaml"
+    path = work / "params" / f"{STUDY}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -77,7 +78,7 @@ def summary(bench_json: Path, work: Path, seconds_json: Path, out: Path) -> None
     """The GPU table: bench rates, the study's wall time and mAP, the full study projected."""
     bench = json.loads(bench_json.read_text())
     seconds = json.loads(seconds_json.read_text())
-    metrics = json.loads((work / "reports" / "voc2007-real" / "metrics.json").read_text())
+    metrics = json.loads((work / "reports" / STUDY / "metrics.json").read_text())
     lines = ["| | images/s |", "|---|---:|"]
     for backbone, result in bench["backbones"].items():
         for stage in ("train", "eval"):
@@ -89,10 +90,10 @@ def summary(bench_json: Path, work: Path, seconds_json: Path, out: Path) -> None
     projected = FULL_STUDY["epochs"] * (
         FULL_STUDY["train_images"] / train_ips + FULL_STUDY["val_images"] / eval_ips
     )
-    rates = phase_rates(work / "runs" / "voc2007-real" / "history.csv")
+    rates = phase_rates(work / "runs" / STUDY / "history.csv")
     lines += [
         "",
-        f"voc2007-real study (EfficientNet-Lite0, 2,000 photos as 224 px crops): training "
+        f"{STUDY} study (EfficientNet-Lite0, 2,000 photos as 224 px crops): training "
         f"{seconds['train']:.0f} s, evaluation {seconds['evaluate']:.0f} s, mAP "
         f"{metrics['map']:.4f}; training images/s by phase: "
         + ", ".join(f"{phase}: {rate:.0f}" for phase, rate in sorted(rates.items())),

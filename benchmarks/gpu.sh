@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vocproj's GPU numbers: `make bench` and the voc2007-real study on CUDA, as tables.
+# vocproj's GPU numbers: `make bench` and the voc2007-real-lite0 study on CUDA, as tables.
 #
 #   bash benchmarks/gpu.sh pack   here, beside ../shared: the study's 2,000 photos (224 px centre
 #                                 crops), their lists and annotations, and the Python wheels the
@@ -48,7 +48,7 @@ run() {
     local evaluated=$(date +%s)
     echo "{\"train\": $((trained - started)), \"evaluate\": $((evaluated - trained))}" \
         > "$out/study_seconds.json"
-    cp "$work/runs/voc2007-real/history.csv" "$out/study_history.csv"
+    cp "$work/runs/voc2007-real-lite0/history.csv" "$out/study_history.csv"
     python3 benchmarks/gpu.py summary "$out/bench.json" "$work" "$out/study_seconds.json" \
         "$out/gpu.md"
 }
