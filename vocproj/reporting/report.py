@@ -612,8 +612,8 @@ def _training(inputs: ReportInputs) -> str:
 
 {table}
 
-The model evaluated below is {_which_checkpoint(inputs.settings)}: phase {best["phase"]}, epoch
-{best["epoch"]}, validation loss {fmt(best["best_val_loss"])}.
+The model evaluated below is {_which_checkpoint(inputs.settings)}:
+phase {best["phase"]}, epoch {best["epoch"]}, validation loss {fmt(best["best_val_loss"])}.
 """
 
 
