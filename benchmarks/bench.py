@@ -170,10 +170,12 @@ def backbone_size(backbone: str, default: int) -> int:
 
 
 def bench_profile(data_root: Path, size: int, backbone: str = "resnet18") -> Profile:
-    """The voc2012 profile on the benchmark's data, from random weights (nothing to download)."""
+    """The voc2012 profile on the benchmark's data, from random weights (nothing to download),
+    its run's files beside the data (never a real voc2012 run's split lists in runs/)."""
     raw = yaml.safe_load((PARAMS_DIR / "voc2012.yaml").read_text())
     settings = raw["settings"]
     settings["data"]["root"] = str(data_root)
+    settings.update(runs_dir=str(data_root / "runs"), reports_dir=str(data_root / "reports"))
     settings["model"].update(backbone=backbone, weights="none")
     settings["optim"]["lr"] = 0.002  # from random weights the study's 0.02 can diverge
     settings["train"].update(image_size=size, progress=False)
