@@ -52,6 +52,12 @@ def test_three_phases_write_checkpoints_and_history(tiny: Profile):
         assert {"optimizer", "scheduler", "rng", "model"} <= set(last)
     best = load_checkpoint(RunFiles.of(tiny).best(3))
     assert best["best_val_loss"] == min(r["val_loss"] for r in history)
+    for phase in (1, 2, 3):  # equal checkpoints take the disk once
+        files, last_epoch = RunFiles.of(tiny), (phase, EPOCHS[phase - 1])
+        kept = load_checkpoint(files.best(phase))
+        assert files.best(phase).samefile(files.last(phase)) == (
+            (kept["phase"], kept["epoch"]) == last_epoch
+        )
     best_row = min(history, key=lambda r: r["val_loss"])
     assert (best["phase"], best["epoch"]) == (best_row["phase"], best_row["epoch"])
 

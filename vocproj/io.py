@@ -96,6 +96,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         write(handle)
 
 
+def atomic_link(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Make `target` a second name of `source`'s bytes in one `os.replace`.
+
+    A hard link where the filesystem allows one, so that equal checkpoints take the disk once;
+    a copy where it does not. Every writer here replaces files whole, so the names never share
+    a later change.
+    """
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 

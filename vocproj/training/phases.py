@@ -52,7 +52,7 @@ from vocproj.data.prepare import open_split, prepared
 from vocproj.data.transforms import augmentations
 from vocproj.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingFailed
 from vocproj.images import input_normalisation
-from vocproj.io import atomic_path, atomic_write_text, remove_temporaries
+from vocproj.io import atomic_link, atomic_write_text, remove_temporaries
 from vocproj.locks import owning_run_folder
 from vocproj.metrics.multilabel import mean_average_precision
 from vocproj.model.network import (
@@ -312,12 +312,11 @@ def same_settings(checkpoint: dict[str, Any], profile: Profile, phase: int) -> b
 
 
 def carry_best_checkpoint(profile: Profile, phase: int) -> None:
-    """Start phase N's best.pt as a copy of phase N-1's, so it is the best over all phases."""
+    """Start phase N's best.pt as phase N-1's, so it is the best over all phases."""
     files = RunFiles.of(profile)
     source, target = files.best(phase - 1), files.best(phase)
     if source.is_file():
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
+        atomic_link(source, target)
 
 
 def resume_phase_state(
@@ -491,6 +490,7 @@ def write_history(profile: Profile, history: list[dict[str, Any]]) -> None:
 def save_epoch(profile: Profile, phase: int, epochs: int, state: PhaseState, improved: bool):
     """Persist an epoch: best.pt first, then last.pt, then history (a crash repeats the epoch).
 
+    An improved epoch's last.pt is a hard link to its best.pt: one copy of the bytes on disk.
     Rank 0 writes; under DDP the others wait for it, so that every process can read the files.
     """
     if state.world.is_main:
@@ -498,7 +498,9 @@ def save_epoch(profile: Profile, phase: int, epochs: int, state: PhaseState, imp
         files = RunFiles.of(profile)
         if improved:
             save_checkpoint(files.best(phase), payload)
-        save_checkpoint(files.last(phase), payload)
+            atomic_link(files.best(phase), files.last(phase))
+        else:
+            save_checkpoint(files.last(phase), payload)
         write_history(profile, state.history)
     barrier(state.world)
 
