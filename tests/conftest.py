@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -225,6 +226,31 @@ def tiny_report(report_checkout: Path) -> subprocess.CompletedProcess[str]:
     result = make(report_checkout, "report")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result
+
+
+# A whole run's temporary folders peak at about 2.3 GB (trained runs, image caches, a checkout).
+TEMP_SPACE_NEEDED = 3 * 2**30
+
+
+def temp_space_shortage(folder: Path, needed: int = TEMP_SPACE_NEEDED) -> str | None:
+    """What to say when `folder` has less free space than the tests need, else None."""
+    free = shutil.disk_usage(folder).free
+    if free >= needed:
+        return None
+    return (
+        f"only {free / 2**30:.1f} GB free in {folder}, where the tests write their trained runs "
+        f"(about {needed / 2**30:.0f} GB at most): free some space there (a failed run's "
+        f"folders stay in {folder}/pytest-of-*) or give pytest --basetemp on a larger disk"
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, in one line, where the temporary folder's disk cannot hold the tests."""
+    basetemp = session.config.option.basetemp
+    folder = Path(basetemp).resolve().parent if basetemp else Path(tempfile.gettempdir())
+    shortage = temp_space_shortage(folder)
+    if shortage is not None:
+        pytest.exit(shortage, returncode=1)
 
 
 REQUIRE_ALL = os.environ.get("VOCPROJ_REQUIRE_ALL") == "1"
