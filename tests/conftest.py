@@ -240,7 +240,8 @@ def temp_space_shortage(folder: Path, needed: int = TEMP_SPACE_NEEDED) -> str | 
     return (
         f"only {free / 2**30:.1f} GB free in {folder}, where the tests write their trained runs "
         f"(about {needed / 2**30:.0f} GB at most): free some space there (a failed run's "
-        f"folders stay in {folder}/pytest-of-*) or give pytest --basetemp on a larger disk"
+        f"folders stay in {tempfile.gettempdir()}/pytest-of-*) or give pytest --basetemp on a "
+        f"larger disk"
     )
 
 
